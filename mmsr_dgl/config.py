@@ -1,0 +1,114 @@
+"""Flat typed configurations: defaults in code, then a YAML file, then `key=value` overrides."""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from .errors import UserError
+
+C = TypeVar("C")
+
+
+def _parse_value(name: str, text: str, kind: Any) -> Any:
+    """Parse a `--set` value against the field's declared type."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        value = text
+    return _check_type(name, value, kind)
+
+
+def _check_type(name: str, value: Any, kind: Any) -> Any:
+    origin = typing.get_origin(kind)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(kind)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _check_type(name, value, option)
+            except UserError as err:
+                errors.append(str(err))
+        raise UserError(errors[0] if errors else f"{name}: bad value {value!r}")
+    if origin is typing.Literal:
+        allowed = typing.get_args(kind)
+        if value not in allowed:
+            raise UserError(f"setting '{name}': {value!r} is not one of {', '.join(map(repr, allowed))}")
+        return value
+    if origin in (list, tuple):
+        (item_kind, *_) = typing.get_args(kind) or (Any,)
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v]
+        if not isinstance(value, (list, tuple)):
+            raise UserError(f"setting '{name}': expected a list, got {value!r}")
+        return [_check_type(name, v, item_kind) for v in value]
+    if kind is Any:
+        return value
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        raise UserError(f"setting '{name}': expected true or false, got {value!r}")
+    if kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise UserError(f"setting '{name}': expected an integer, got {value!r}")
+    if kind is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise UserError(f"setting '{name}': expected a number, got {value!r}")
+    if kind is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise UserError(f"setting '{name}': expected a string, got {value!r}")
+    raise UserError(f"setting '{name}': unsupported type {kind}")
+
+
+def field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def build_config(cls: type[C], file: str | Path | None = None, overrides: typing.Iterable[str] = (),
+                 base: dict[str, Any] | None = None) -> C:
+    """Defaults of `cls`, updated by `base`, then the YAML `file`, then `key=value` strings."""
+    kinds = field_types(cls)
+    values: dict[str, Any] = dict(base or {})
+    if file is not None:
+        path = Path(file)
+        if not path.is_file():
+            raise UserError(f"{path}: config file not found")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise UserError(f"{path}: not valid YAML ({err})") from None
+        if not isinstance(loaded, dict):
+            raise UserError(f"{path}: expected a mapping of setting names to values")
+        for key, value in loaded.items():
+            if key not in kinds:
+                raise UserError(f"{path}: unknown setting '{key}' (known: {', '.join(sorted(kinds))})")
+            values[key] = _check_type(f"{key}' in '{path}", value, kinds[key])
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep:
+            raise UserError(f"--set {item!r}: expected key=value")
+        if key not in kinds:
+            raise UserError(f"--set {key}: unknown setting (known: {', '.join(sorted(kinds))})")
+        values[key] = _parse_value(key, text.strip(), kinds[key])
+    config = cls(**values)
+    validate = getattr(config, "validate", None)
+    if validate is not None:
+        validate()
+    return config
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config)

@@ -1,0 +1,58 @@
+"""Modality codes: PCA-reduce an item feature matrix, cluster it, link each item to its nearest centroids."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.cluster import MiniBatchKMeans
+from sklearn.decomposition import PCA
+
+
+@dataclass
+class ModalityCodes:
+    codes: np.ndarray  # int32 [n_items + 1, k]: code ids per item, -1 where the item lacks the modality
+    centroids: np.ndarray  # float32 [n_codes, reduced_dim]: k-means centroids in the reduced space
+    stats: dict
+
+
+def fit_codes(features: np.ndarray, present: np.ndarray, fit_rows: np.ndarray, *, pca_dim: int, n_codes: int,
+              codes_per_item: int, normalize: bool, seed: int) -> ModalityCodes:
+    """Codes for every present item; PCA and k-means are fitted on `fit_rows` only.
+
+    features: float32 [n_items + 1, dim], row 0 (padding) unused.
+    present:  bool [n_items + 1], which items have this modality.
+    fit_rows: bool [n_items + 1], the present items to fit on (all present items, or those seen in training).
+    """
+    x = features.astype(np.float64)
+    if normalize:
+        norms = np.linalg.norm(x, axis=1, keepdims=True)
+        x = np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
+    fit = x[fit_rows]
+    if len(fit) < 2:
+        raise ValueError(f"only {len(fit)} items to fit modality codes on")
+    n_codes = min(n_codes, len(fit))
+    dim = min(pca_dim, fit.shape[1], len(fit))
+    pca = PCA(n_components=dim, random_state=seed).fit(fit)
+    reduced = pca.transform(x[present]).astype(np.float32)
+    kmeans = MiniBatchKMeans(n_clusters=n_codes, random_state=seed, n_init=3, batch_size=2048)
+    kmeans.fit(pca.transform(fit).astype(np.float32))
+    centroids = kmeans.cluster_centers_.astype(np.float32)
+    # squared distances [n_present, n_codes]; the k nearest centroids, nearest first
+    dist = (reduced ** 2).sum(1, keepdims=True) - 2 * reduced @ centroids.T + (centroids ** 2).sum(1)
+    k = min(codes_per_item, n_codes)
+    nearest = np.argsort(dist, axis=1, kind="stable")[:, :k]
+    codes = np.full((len(features), k), -1, dtype=np.int32)
+    codes[present] = nearest
+    sizes = np.bincount(nearest[:, 0], minlength=n_codes)
+    stats = {
+        "items_with_modality": int(present.sum()),
+        "items_fitted": int(fit_rows.sum()),
+        "n_codes": int(n_codes),
+        "codes_per_item": int(k),
+        "reduced_dim": int(dim),
+        "pca_explained_variance": round(float(pca.explained_variance_ratio_.sum()), 4),
+        "kmeans_inertia": round(float(kmeans.inertia_), 4),
+        "items_per_nearest_code": {"min": int(sizes.min()), "median": float(np.median(sizes)),
+                                   "max": int(sizes.max()), "empty_codes": int((sizes == 0).sum())},
+    }
+    return ModalityCodes(codes=codes, centroids=centroids, stats=stats)

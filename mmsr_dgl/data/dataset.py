@@ -1,0 +1,89 @@
+"""Loading a preprocessed dataset directory and slicing sample inputs out of it."""
+from __future__ import annotations
+
+import json
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UserError
+from .preprocess import DATA_FILE, FORMAT_VERSION, MANIFEST
+
+SPLITS = ("train", "valid", "test")
+
+
+@dataclass
+class ProcessedData:
+    path: Path
+    manifest: dict
+    user_ids: np.ndarray  # str [n_users]
+    item_ids: np.ndarray  # str [n_items + 1]; index 0 is padding
+    item_asin: np.ndarray | None
+    seq_offsets: np.ndarray  # int64 [n_users + 1]
+    seq_items: np.ndarray  # int32 [n_interactions]
+    splits: dict[str, tuple[np.ndarray, np.ndarray]]  # name -> (user [S], target position [S])
+    codes: dict[str, np.ndarray]  # modality -> int32 [n_items + 1, k], -1 = no code
+    centroids: dict[str, np.ndarray]  # modality -> float32 [n_codes, reduced_dim]
+
+    @property
+    def n_items(self) -> int:
+        """Number of item ids including the padding id 0 (RecBole's convention)."""
+        return len(self.item_ids)
+
+    @property
+    def max_len(self) -> int:
+        return int(self.manifest["settings"]["max_len"])
+
+    @property
+    def modalities(self) -> list[str]:
+        return sorted(self.codes)
+
+    def history(self, user: int) -> np.ndarray:
+        return self.seq_items[self.seq_offsets[user]:self.seq_offsets[user + 1]]
+
+    def inputs(self, users: np.ndarray, ends: np.ndarray | None = None) -> list[np.ndarray]:
+        """The last `max_len` items before position `ends[i]` of each user's history (whole history if None)."""
+        starts = self.seq_offsets[users]
+        stops = self.seq_offsets[users + 1] if ends is None else starts + ends
+        return [self.seq_items[max(a, b - self.max_len):b] for a, b in zip(starts, stops)]
+
+    def targets(self, split: str) -> np.ndarray:
+        users, positions = self.splits[split]
+        return self.seq_items[self.seq_offsets[users] + positions]
+
+    def train_popularity(self) -> np.ndarray:
+        """Interaction counts per item id over the training part of the histories (before validation)."""
+        users, positions = self.splits["valid"]
+        cut = np.zeros(len(self.user_ids), dtype=np.int64)
+        cut[users] = positions
+        lengths = np.diff(self.seq_offsets)
+        position = np.arange(len(self.seq_items)) - np.repeat(self.seq_offsets[:-1], lengths)
+        train = self.seq_items[position < np.repeat(cut, lengths)]
+        return np.bincount(train, minlength=self.n_items).astype(np.float32)
+
+
+def load_processed(path: str | Path) -> ProcessedData:
+    path = Path(path)
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+    except OSError:
+        raise UserError(f"{path}: no {MANIFEST}; run `mmsr-dgl preprocess --out {path}` first") from None
+    except ValueError as err:
+        raise UserError(f"{path / MANIFEST}: not valid JSON ({err})") from None
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise UserError(f"{path / MANIFEST}: format_version {manifest.get('format_version')!r}, expected "
+                        f"{FORMAT_VERSION}; preprocess again")
+    try:
+        with np.load(path / DATA_FILE, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as err:
+        raise UserError(f"{path / DATA_FILE}: cannot be read ({err}); preprocess again") from None
+    modalities = manifest["modalities"]
+    return ProcessedData(
+        path=path, manifest=manifest, user_ids=arrays["user_ids"], item_ids=arrays["item_ids"],
+        item_asin=arrays.get("item_asin"), seq_offsets=arrays["seq_offsets"], seq_items=arrays["seq_items"],
+        splits={s: (arrays[f"{s}_user"].astype(np.int64), arrays[f"{s}_pos"].astype(np.int64)) for s in SPLITS},
+        codes={m: arrays[f"codes_{m}"] for m in modalities},
+        centroids={m: arrays[f"centroids_{m}"] for m in modalities})

@@ -1,0 +1,305 @@
+"""`mmsr-dgl preprocess`: raw files (or the synthetic default) -> a cached, graph-ready dataset directory."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Literal
+
+import numpy as np
+
+from ..errors import UserError
+from .atomic import replace_directory
+from .codes import fit_codes
+from .readers import RawData, read_features, read_interactions, read_items, read_sequences
+from .synthetic import SyntheticSpec, generate
+
+FORMAT_VERSION = 1
+DATA_FILE = "data.npz"
+MANIFEST = "manifest.json"
+
+
+@dataclass
+class PreprocessConfig:
+    k_core: int = 5  # users and items with fewer interactions are removed, repeatedly; 0 disables
+    split: Literal["loo", "ratio"] = "loo"
+    test_ratio: float = 0.2  # 'ratio' split: share of each history used as test positions
+    max_len: int = 50  # longest input history; older items are dropped
+    pca_dim: int = 128
+    n_codes: int = 64  # codes (k-means clusters) per modality
+    codes_per_item: int = 3  # links from an item to its nearest codes
+    normalize_features: bool = True  # L2-normalise feature rows before PCA (CLIP features are cosine-shaped)
+    fit_codes_on_train: bool = False  # fit PCA and k-means on items seen in training only
+    seed: int = 2023
+    synthetic_users: int = SyntheticSpec.users
+    synthetic_items: int = SyntheticSpec.items
+    synthetic_groups: int = SyntheticSpec.groups
+    synthetic_styles: int = SyntheticSpec.styles
+    synthetic_mean_length: float = SyntheticSpec.mean_length
+    synthetic_stay: float = SyntheticSpec.stay
+    synthetic_image_sequential: float = SyntheticSpec.image_sequential
+    synthetic_text_sequential: float = SyntheticSpec.text_sequential
+    synthetic_cross_modal: float = SyntheticSpec.cross_modal
+    synthetic_noise: float = SyntheticSpec.noise
+    synthetic_missing_image: float = SyntheticSpec.missing_image
+    synthetic_missing_text: float = SyntheticSpec.missing_text
+    synthetic_seed: int = SyntheticSpec.seed
+
+    def validate(self) -> None:
+        checks = {"k_core": self.k_core >= 0, "max_len": self.max_len >= 1, "pca_dim": self.pca_dim >= 1,
+                  "n_codes": self.n_codes >= 1, "codes_per_item": self.codes_per_item >= 1,
+                  "test_ratio": 0 < self.test_ratio < 1, "synthetic_users": self.synthetic_users >= 1,
+                  "synthetic_items": self.synthetic_items >= self.synthetic_groups >= 4}
+        for name, ok in checks.items():
+            if not ok:
+                raise UserError(f"setting '{name}': value {getattr(self, name)!r} is out of range")
+
+    def synthetic_spec(self) -> SyntheticSpec:
+        prefix = "synthetic_"
+        return SyntheticSpec(**{f.name[len(prefix):]: getattr(self, f.name)
+                                for f in dataclasses.fields(self) if f.name.startswith(prefix)})
+
+
+@dataclass
+class Inputs:
+    sequences: Path | None = None
+    interactions: Path | None = None
+    items: Path | None = None
+    features: dict[str, Path] = dataclasses.field(default_factory=dict)
+    synthetic: bool = False
+
+    def check(self) -> None:
+        if sum([self.sequences is not None, self.interactions is not None, self.synthetic]) != 1:
+            raise UserError("give exactly one of --sequences, --interactions or --synthetic")
+        if self.synthetic and (self.items or self.features):
+            raise UserError("--synthetic generates its own items and features; drop --items and --features")
+
+    def describe(self) -> dict:
+        """Path, size and SHA-256 of every input file, for the manifest and the up-to-date check."""
+        files = {"sequences": self.sequences, "interactions": self.interactions, "items": self.items,
+                 **{f"features.{m}": p for m, p in sorted(self.features.items())}}
+        described = {}
+        for role, path in files.items():
+            if path is None:
+                continue
+            if not Path(path).is_file():
+                raise UserError(f"{path}: file not found (--{role.split('.')[0]})")
+            described[role] = {"path": str(Path(path).resolve()), "bytes": Path(path).stat().st_size,
+                               "sha256": _sha256(Path(path))}
+        return {"synthetic": self.synthetic, "files": described}
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class _Stages:
+    """Per-stage wall-clock timing, reported through `log`."""
+
+    def __init__(self, log: Callable[[str], None]):
+        self.log, self.times, self._start = log, {}, time.perf_counter()
+
+    def done(self, name: str) -> None:
+        now = time.perf_counter()
+        self.times[name] = round(now - self._start, 3)
+        self.log(f"  {name:<24s} {now - self._start:7.2f} s")
+        self._start = now
+
+
+def preprocess(config: PreprocessConfig, inputs: Inputs, out: str | Path,
+               log: Callable[[str], None] = print) -> dict:
+    """Build the dataset directory `out`; returns its manifest. Does nothing when `out` is up to date."""
+    inputs.check()
+    out = Path(out)
+    settings = dataclasses.asdict(config)
+    described = inputs.describe()
+    fingerprint = hashlib.sha256(json.dumps([FORMAT_VERSION, settings, described], sort_keys=True)
+                                 .encode()).hexdigest()
+    existing = _read_manifest(out)
+    if existing and existing.get("fingerprint") == fingerprint and (out / DATA_FILE).is_file():
+        log(f"{out}: up to date (same inputs and settings); nothing to do")
+        return existing
+
+    stages = _Stages(log)
+    raw = _load(inputs, config)
+    stages.done("read inputs")
+    histories, users, item_ids = _filter_and_remap(raw, config.k_core)
+    stages.done("k-core and id remap")
+    offsets = np.zeros(len(histories) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum([len(h) for h in histories])
+    seq_items = np.concatenate(histories).astype(np.int32)
+    splits = make_splits(offsets, config.split, config.test_ratio)
+    stages.done("splits")
+
+    arrays = {"user_ids": np.asarray(users), "item_ids": np.asarray([""] + item_ids),
+              "seq_offsets": offsets, "seq_items": seq_items}
+    if raw.items is not None and raw.items.asin is not None:
+        asin = dict(zip(raw.items.ids, raw.items.asin))
+        arrays["item_asin"] = np.asarray([""] + [asin[i] for i in item_ids])
+    for name, (split_users, split_pos) in splits.items():
+        arrays[f"{name}_user"], arrays[f"{name}_pos"] = split_users, split_pos
+
+    code_stats = {}
+    fit_mask = _train_items(offsets, seq_items, splits["valid"], len(item_ids) + 1)
+    for modality, (matrix, present) in _aligned_features(raw, item_ids).items():
+        fit_rows = present & fit_mask if config.fit_codes_on_train else present
+        try:
+            codes = fit_codes(matrix, present, fit_rows, pca_dim=config.pca_dim, n_codes=config.n_codes,
+                              codes_per_item=config.codes_per_item, normalize=config.normalize_features,
+                              seed=config.seed)
+        except ValueError as err:
+            raise UserError(f"modality '{modality}': {err}") from None
+        arrays[f"codes_{modality}"], arrays[f"centroids_{modality}"] = codes.codes, codes.centroids
+        code_stats[modality] = codes.stats
+        stages.done(f"codes: {modality}")
+
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "fingerprint": fingerprint,
+        "settings": settings,
+        "inputs": described,
+        "modalities": sorted(code_stats),
+        "counts": {"users": len(users), "items": len(item_ids), "interactions": int(len(seq_items)),
+                   **{f"{name}_samples": int(len(u)) for name, (u, _) in splits.items()}},
+        "code_stats": code_stats,
+        "versions": _versions(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    with replace_directory(out) as tmp:
+        np.savez(tmp / DATA_FILE, **arrays)
+        manifest["stage_seconds"] = stages.times
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    stages.done("write")
+    return manifest
+
+
+def _read_manifest(out: Path) -> dict | None:
+    try:
+        return json.loads((out / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _load(inputs: Inputs, config: PreprocessConfig) -> RawData:
+    if inputs.synthetic:
+        return generate(config.synthetic_spec())
+    raw = read_sequences(inputs.sequences) if inputs.sequences else read_interactions(inputs.interactions)
+    if inputs.items:
+        raw.items = read_items(inputs.items)
+        known = set(raw.items.ids)
+        for where, history in zip(raw.origin, raw.histories):
+            for item in history:
+                if item not in known:
+                    raise UserError(f"{where}: item {item!r} is not in the items file {inputs.items}")
+    n_rows = len(raw.items.ids) if raw.items else None
+    for modality, path in inputs.features.items():
+        raw.features[modality] = read_features(path, modality, n_rows)
+    if raw.features:
+        if raw.items:
+            raw.feature_ids = raw.items.ids
+        else:
+            n = {m.shape[0] for m in raw.features.values()}
+            if len(n) != 1:
+                raise UserError(f"feature matrices have different row counts {sorted(n)}; without --items their "
+                                "rows must follow item ids 1..N")
+            raw.feature_ids = [str(i) for i in range(1, n.pop() + 1)]
+    return raw
+
+
+def _filter_and_remap(raw: RawData, k_core: int) -> tuple[list[np.ndarray], list[str], list[str]]:
+    """k-core filtering, then ids 1..n in raw-id order (numeric where all ids are integers); 0 is padding."""
+    lengths = np.array([len(h) for h in raw.histories])
+    user_of = np.repeat(np.arange(len(raw.histories)), lengths)
+    raw_items, item_of = np.unique(np.concatenate([np.asarray(h) for h in raw.histories]), return_inverse=True)
+    keep = np.ones(len(item_of), dtype=bool)
+    while k_core > 0:
+        user_count = np.bincount(user_of[keep], minlength=len(lengths))
+        item_count = np.bincount(item_of[keep], minlength=len(raw_items))
+        drop = keep & ((user_count[user_of] < k_core) | (item_count[item_of] < k_core))
+        if not drop.any():
+            break
+        keep &= ~drop
+    if not keep.any():
+        raise UserError(f"no interactions left after {k_core}-core filtering; lower --set k_core=N (0 disables)")
+    kept_items = np.unique(item_of[keep])
+    names = raw_items[kept_items]
+    order = np.argsort(names.astype(np.int64)) if all(n.isdigit() for n in names) else np.arange(len(names))
+    new_id = np.zeros(len(raw_items), dtype=np.int64)
+    new_id[kept_items[order]] = np.arange(1, len(kept_items) + 1)
+    bounds = np.concatenate([[0], np.cumsum(lengths)])
+    histories, users = [], []
+    for u, raw_user in enumerate(raw.users):
+        mask = keep[bounds[u]:bounds[u + 1]]
+        if mask.any():
+            histories.append(new_id[item_of[bounds[u]:bounds[u + 1]][mask]])
+            users.append(raw_user)
+    return histories, users, [str(n) for n in names[order]]
+
+
+def make_splits(offsets: np.ndarray, split: str, test_ratio: float) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Samples as (user, target position); the input of a sample is the history before its target.
+
+    loo:   test = last item, valid = second last, train = every earlier position with at least one item before.
+    ratio: test = every position of the last `test_ratio` of the history (at least one), valid = the position
+           just before the test block, train = every earlier position.
+    """
+    out = {"train": ([], []), "valid": ([], []), "test": ([], [])}
+    for user, n in enumerate(np.diff(offsets)):
+        n_test = 1 if split == "loo" else max(1, int(round(n * test_ratio)))
+        first_test = n - n_test
+        for name, positions in (("test", range(max(first_test, 1), n)),
+                                ("valid", range(max(first_test - 1, 1), first_test)),
+                                ("train", range(1, first_test - 1))):
+            out[name][0].extend([user] * len(positions))
+            out[name][1].extend(positions)
+    return {name: (np.asarray(u, dtype=np.int32), np.asarray(p, dtype=np.int32)) for name, (u, p) in out.items()}
+
+
+def _train_items(offsets: np.ndarray, seq_items: np.ndarray, valid: tuple[np.ndarray, np.ndarray],
+                 n_ids: int) -> np.ndarray:
+    """Items that occur before each user's validation target (the training part of the histories)."""
+    cut = np.zeros(len(offsets) - 1, dtype=np.int64)
+    cut[valid[0]] = valid[1]
+    position = np.arange(len(seq_items)) - np.repeat(offsets[:-1], np.diff(offsets))
+    mask = np.zeros(n_ids, dtype=bool)
+    mask[seq_items[position < np.repeat(cut, np.diff(offsets))]] = True
+    return mask
+
+
+def _aligned_features(raw: RawData, item_ids: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per modality: float32 [n_items + 1, dim] in the new id order, and which items really have it."""
+    if not raw.features:
+        return {}
+    row_of = {item: row for row, item in enumerate(raw.feature_ids)}
+    rows = np.array([row_of.get(i, -1) for i in item_ids])
+    aligned = {}
+    for modality, matrix in raw.features.items():
+        x = np.zeros((len(item_ids) + 1, matrix.shape[1]), dtype=np.float32)
+        has = np.zeros(len(item_ids) + 1, dtype=bool)
+        found = rows >= 0
+        x[1:][found] = matrix[rows[found]]
+        row_ok = ~(np.isnan(matrix).all(1) | (matrix == 0).all(1))
+        has[1:][found] = row_ok[rows[found]]
+        if raw.items is not None and modality in raw.items.has:
+            flag = raw.items.has[modality]
+            has[1:][found] &= flag[rows[found]]
+        x[~has] = 0.0
+        aligned[modality] = (x, has)
+    return aligned
+
+
+def _versions() -> dict:
+    import platform
+
+    import sklearn
+
+    from .. import __version__
+    return {"mmsr_dgl": __version__, "python": platform.python_version(), "numpy": np.__version__,
+            "scikit-learn": sklearn.__version__}

@@ -1,0 +1,185 @@
+"""Readers for the input formats documented in datasets/README.md. Every error names the file and line or field."""
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UserError
+
+
+@dataclass
+class ItemTable:
+    """The optional items file: raw ids in file order, optional ASINs, per-modality availability flags."""
+
+    ids: list[str]
+    asin: list[str] | None = None
+    has: dict[str, np.ndarray] = field(default_factory=dict)  # modality -> bool [n_rows]
+
+
+@dataclass
+class RawData:
+    """What the readers (or the synthetic generator) hand to the preprocessing pipeline."""
+
+    users: list[str]  # raw user ids, one per history
+    histories: list[list[str]]  # raw item ids in chronological order
+    items: ItemTable | None = None
+    features: dict[str, np.ndarray] = field(default_factory=dict)  # modality -> float32 [n_rows, dim]
+    feature_ids: list[str] | None = None  # raw item id of each feature row
+    origin: list[str] | None = None  # where each history comes from ("FILE, line N"), for error messages
+
+
+def _check_file(path: Path) -> None:
+    if not path.is_file():
+        raise UserError(f"{path}: file not found")
+
+
+def read_sequences(path: str | Path) -> RawData:
+    """`user item item ...` per line, integer ids, items in chronological order."""
+    path = Path(path)
+    _check_file(path)
+    users, histories, origin, seen = [], [], [], set()
+    with path.open() as handle:
+        for line_no, line in enumerate(handle, 1):
+            tokens = line.split()
+            if not tokens:
+                continue
+            if len(tokens) < 2:
+                raise UserError(f"{path}, line {line_no}: expected 'user item item ...', got {line.strip()!r}")
+            for token in tokens:
+                if not token.isdigit():
+                    raise UserError(f"{path}, line {line_no}: id {token!r} is not a non-negative integer")
+            if tokens[0] in seen:
+                raise UserError(f"{path}, line {line_no}: user {tokens[0]} appears on more than one line")
+            seen.add(tokens[0])
+            users.append(tokens[0])
+            histories.append(tokens[1:])
+            origin.append(f"{path}, line {line_no}")
+    if not users:
+        raise UserError(f"{path}: no user histories in the file")
+    return RawData(users=users, histories=histories, origin=origin)
+
+
+def _read_recbole_inter(path: Path, header: list[str], rows) -> tuple[list, list, list]:
+    names = [h.split(":", 1)[0] for h in header]
+    for required in ("user_id", "item_id"):
+        if required not in names:
+            raise UserError(f"{path}, line 1: header has no '{required}' column (found {', '.join(names)})")
+    u_col, i_col = names.index("user_id"), names.index("item_id")
+    t_col = names.index("timestamp") if "timestamp" in names else None
+    users, items, times = [], [], []
+    for line_no, row in rows:
+        if len(row) != len(names):
+            raise UserError(f"{path}, line {line_no}: expected {len(names)} tab-separated fields, got {len(row)}")
+        users.append(row[u_col])
+        items.append(row[i_col])
+        times.append(_parse_time(path, line_no, row[t_col]) if t_col is not None else 0.0)
+    return users, items, times
+
+
+def _parse_time(path: Path, line_no: int, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise UserError(f"{path}, line {line_no}: timestamp {text!r} is not a number") from None
+    if not np.isfinite(value):
+        raise UserError(f"{path}, line {line_no}: timestamp {text!r} is not finite")
+    return value
+
+
+def read_interactions(path: str | Path) -> RawData:
+    """A RecBole `.inter` TSV (`name:type` header) or the raw Amazon ratings CSV (user,item,rating,timestamp)."""
+    path = Path(path)
+    _check_file(path)
+    with path.open(newline="") as handle:
+        first = handle.readline()
+        handle.seek(0)
+        if "\t" in first and ":" in first:
+            reader = csv.reader(handle, delimiter="\t")
+            header = next(reader)
+            rows = ((n, r) for n, r in enumerate(reader, 2) if r)
+            users, items, times = _read_recbole_inter(path, header, rows)
+        else:
+            users, items, times = [], [], []
+            for line_no, row in enumerate(csv.reader(handle), 1):
+                if not row:
+                    continue
+                if len(row) != 4:
+                    raise UserError(f"{path}, line {line_no}: expected 'user,item,rating,timestamp', "
+                                    f"got {len(row)} fields")
+                users.append(row[0])
+                items.append(row[1])
+                times.append(_parse_time(path, line_no, row[3]))
+    if not users:
+        raise UserError(f"{path}: no interactions in the file")
+    order = np.argsort(np.asarray(times), kind="stable")  # ties keep file order
+    by_user: dict[str, list[str]] = {}
+    for index in order:
+        by_user.setdefault(users[index], []).append(items[index])
+    first_seen = list(dict.fromkeys(users))
+    return RawData(users=first_seen, histories=[by_user[u] for u in first_seen],
+                   origin=[f"{path}, user {u}" for u in first_seen])
+
+
+def read_items(path: str | Path) -> ItemTable:
+    """Tab-separated with a header; `item_id` required, `asin` and `has_<modality>` (0/1) optional."""
+    path = Path(path)
+    _check_file(path)
+    csv.field_size_limit(1 << 24)
+    with path.open(newline="") as handle:
+        reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
+        header = next(reader, None)
+        if not header or "item_id" not in header:
+            raise UserError(f"{path}, line 1: header must name an 'item_id' column")
+        id_col = header.index("item_id")
+        asin_col = header.index("asin") if "asin" in header else None
+        has_cols = {h[len("has_"):]: i for i, h in enumerate(header) if h.startswith("has_")}
+        ids, asin, has, seen = [], [], {m: [] for m in has_cols}, set()
+        for line_no, row in enumerate(reader, 2):
+            if not row:
+                continue
+            if len(row) < len(header):
+                raise UserError(f"{path}, line {line_no}: expected {len(header)} tab-separated fields, got {len(row)}")
+            item = row[id_col].strip()
+            if not item or item in seen:
+                raise UserError(f"{path}, line {line_no}: item_id {item!r} is empty or repeated")
+            seen.add(item)
+            ids.append(item)
+            if asin_col is not None:
+                asin.append(row[asin_col])
+            for modality, col in has_cols.items():
+                if row[col] not in ("0", "1"):
+                    raise UserError(f"{path}, line {line_no}: has_{modality} must be 0 or 1, got {row[col]!r}")
+                has[modality].append(row[col] == "1")
+    if not ids:
+        raise UserError(f"{path}: no items in the file")
+    return ItemTable(ids=ids, asin=asin if asin_col is not None else None,
+                     has={m: np.asarray(v, dtype=bool) for m, v in has.items()})
+
+
+def read_features(path: str | Path, modality: str, n_rows: int | None) -> np.ndarray:
+    """A float matrix `.npy`; rows that are all zero or all NaN mean 'no such modality' for that item."""
+    path = Path(path)
+    _check_file(path)
+    try:
+        matrix = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as err:
+        raise UserError(f"{path}: not a readable .npy array ({err})") from None
+    if matrix.ndim != 2 or not np.issubdtype(matrix.dtype, np.number):
+        raise UserError(f"{path}: expected a 2-d numeric matrix for '{modality}', got shape {matrix.shape} "
+                        f"of {matrix.dtype}")
+    if n_rows is not None and matrix.shape[0] != n_rows:
+        raise UserError(f"{path}: {matrix.shape[0]} rows for '{modality}', but the items file has {n_rows} items")
+    matrix = matrix.astype(np.float32, copy=False)
+    nan = np.isnan(matrix)
+    partial = nan.any(axis=1) & ~nan.all(axis=1)
+    if partial.any():
+        row = int(np.flatnonzero(partial)[0])
+        raise UserError(f"{path}: row {row} of '{modality}' has NaN values in some columns only "
+                        "(a row of all NaN or all zeros marks a missing modality)")
+    if np.isinf(matrix).any():
+        row = int(np.flatnonzero(np.isinf(matrix).any(axis=1))[0])
+        raise UserError(f"{path}: row {row} of '{modality}' has infinite values")
+    return matrix
