@@ -1,0 +1,97 @@
+"""The MMSR recommender: node embeddings -> MMSR layers -> last-item readout -> scores over all items."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..graph import MSGraphBatch, MSGraphSchema
+from .layer import MMSRLayer
+
+
+@dataclass
+class MMSRConfig:
+    dim: int = 64
+    n_layers: int = 1
+    fusion: str = "async"  # async | homo_first | hetero_first | sync | id_only
+    dropout: float = 0.2  # on node embeddings and on each layer's update
+    attn_dropout: float = 0.1
+    code_init: str = "centroids"  # centroids | random: how code embeddings start
+
+
+def _centroid_init(centroids: np.ndarray, dim: int, std: float) -> torch.Tensor:
+    """Code embeddings from k-means centroids: their top principal directions, rescaled to `std`."""
+    x = centroids - centroids.mean(0, keepdims=True)
+    u, s, _ = np.linalg.svd(x, full_matrices=False)
+    proj = (u * s)[:, :dim]
+    out = np.zeros((len(centroids), dim), dtype=np.float32)
+    out[:, :proj.shape[1]] = proj / (proj.std() + 1e-8) * std
+    return torch.from_numpy(out)
+
+
+class MMSR(nn.Module):
+    """Model contract (RecBole's): forward(batch) -> [B, d]; calculate_loss(batch); full_sort_predict(batch).
+
+    Scores cover item ids 0..n_items-1 where id 0 is padding and always scores -inf.
+    """
+
+    def __init__(self, config: MMSRConfig, n_items: int, max_len: int, modalities: dict[str, np.ndarray]):
+        """modalities: modality -> k-means centroids [n_codes, reduced_dim] (ignored under fusion 'id_only')."""
+        super().__init__()
+        self.config = config
+        if config.fusion == "id_only":
+            modalities = {}
+        self.modalities = sorted(modalities)
+        self.schema = MSGraphSchema(tuple(self.modalities))
+        d, std = config.dim, 0.02
+        self.item_emb = nn.Embedding(n_items, d, padding_idx=0)
+        nn.init.normal_(self.item_emb.weight, std=std)
+        self.code_emb = nn.ModuleDict()
+        for m in self.modalities:
+            centroids = modalities[m]
+            emb = nn.Embedding(len(centroids), d)
+            if config.code_init == "centroids":
+                emb.weight.data.copy_(_centroid_init(centroids, d, std))
+            else:
+                nn.init.normal_(emb.weight, std=std)
+            self.code_emb[m] = emb
+        self.type_emb = nn.Embedding(len(self.schema.ntypes), d)
+        nn.init.normal_(self.type_emb.weight, std=std)
+        self.pos_emb = nn.Parameter(torch.randn(max_len, d) * std)
+        fusion = "async" if config.fusion == "id_only" else config.fusion
+        self.layers = nn.ModuleList([MMSRLayer(self.schema, d, fusion, config.dropout, config.attn_dropout)
+                                     for _ in range(config.n_layers)])
+        self.input_norm = nn.LayerNorm(d)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def node_inputs(self, batch: MSGraphBatch) -> dict[str, torch.Tensor]:
+        """Per node type [N_t, d]: id embedding + type embedding + mean embedding of its positions."""
+        h = {}
+        for k, t in enumerate(self.schema.ntypes):
+            data = batch.graph.nodes[t].data
+            table = self.item_emb if t == "item" else self.code_emb[t]
+            pos = data["pos"]  # [N_t, max_len] multi-hot, column 0 = most recent
+            x = table(data["id"]) + self.type_emb.weight[k] + (pos @ self.pos_emb) / pos.sum(1, keepdim=True)
+            h[t] = self.dropout(self.input_norm(x))
+        return h
+
+    def forward(self, batch: MSGraphBatch) -> torch.Tensor:
+        h = self.node_inputs(batch)
+        for layer in self.layers:
+            h = layer(batch, h)
+        return h["item"][batch.last]  # [B, d]
+
+    def gates(self) -> list[dict[str, torch.Tensor]]:
+        """Per layer, node type -> [N_t, 2] update-gate weights (order A, order B) of the last forward."""
+        return [layer.gates for layer in self.layers]
+
+    def full_sort_predict(self, batch: MSGraphBatch) -> torch.Tensor:
+        scores = self(batch) @ self.item_emb.weight.T  # [B, n_items]
+        scores[:, 0] = float("-inf")
+        return scores
+
+    def calculate_loss(self, batch: MSGraphBatch) -> torch.Tensor:
+        return F.cross_entropy(self.full_sort_predict(batch), batch.targets)
