@@ -62,5 +62,74 @@ def preprocess(sequences, interactions, items, features, synthetic, out, config_
                f"test {counts['test_samples']}; modalities: {', '.join(manifest['modalities']) or 'none'}")
 
 
+@main.command()
+@click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path), help="Preprocessed dataset.")
+@click.option("--out", "run_dir", required=True, type=click.Path(path_type=Path), help="Run directory.")
+@click.option("--config", "config_file", type=click.Path(path_type=Path), help="YAML file of settings.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override one setting; repeatable.")
+@click.option("--epochs", type=int, help="Shorthand for --set epochs=N.")
+@click.option("--threads", type=int, help="Shorthand for --set threads=N.")
+@click.option("--device", help="Shorthand for --set device=cpu|cuda.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run from its last checkpoint.")
+@click.option("--progress/--no-progress", default=None, help="Progress bars (default: when stderr is a terminal).")
+def train(data_dir, run_dir, config_file, overrides, epochs, threads, device, resume, progress) -> None:
+    """Train a model, early-stopping on validation; test the best checkpoint once at the end."""
+    import json
+
+    from mmsr_dgl.config import build_config
+    from mmsr_dgl.training import TrainConfig, train as run
+
+    shorthands = [f"{k}={v}" for k, v in (("epochs", epochs), ("threads", threads), ("device", device))
+                  if v is not None]
+    config = build_config(TrainConfig, config_file, [*overrides, *shorthands])
+    progress = sys.stderr.isatty() if progress is None else progress
+    results = run(config, data_dir, run_dir, resume=resume, echo=lambda m: click.echo(m, err=True),
+                  progress=progress)
+    click.echo(json.dumps({"model": results["test"], "popularity": results["popularity_test"]}, indent=2))
+
+
+@main.command()
+@click.option("--run", "run_dir", required=True, type=click.Path(path_type=Path), help="Run directory.")
+@click.option("--split", type=click.Choice(["valid", "test"]), default="test", show_default=True)
+@click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True)
+@click.option("--exclude-seen/--include-seen", default=None,
+              help="Drop history items (never the target) from the ranking; default: the run's setting (off).")
+def evaluate(run_dir, split, checkpoint, exclude_seen) -> None:
+    """Full-ranking HR, NDCG and MRR at 5, 10, 20, printed as JSON."""
+    import json
+
+    from mmsr_dgl.training import evaluate as run
+    from mmsr_dgl.training.run import load_run
+
+    config, data, model = load_run(run_dir, checkpoint)
+    exclude = config.exclude_seen if exclude_seen is None else exclude_seen
+    metrics = run(model, data, split, config.eval_batch_size, exclude, "cpu")
+    click.echo(json.dumps({"split": split, "checkpoint": checkpoint, "exclude_seen": exclude,
+                           "samples": len(data.splits[split][0]), **metrics}, indent=2))
+
+
+@main.command()
+@click.option("--run", "run_dir", required=True, type=click.Path(path_type=Path), help="Run directory.")
+@click.option("--k", default=10, show_default=True, type=click.IntRange(min=1))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Output file (.tsv or .jsonl).")
+@click.option("--users", "users_file", type=click.Path(path_type=Path), help="Raw user ids, one per line.")
+@click.option("--format", "fmt", type=click.Choice(["tsv", "jsonl"]), help="Default: from the file extension.")
+@click.option("--exclude-seen", is_flag=True, help="Never recommend items already in the user's history.")
+@click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True)
+def recommend(run_dir, k, out, users_file, fmt, exclude_seen, checkpoint) -> None:
+    """Top-K items for every user (or those in --users) from their full history."""
+    import numpy as np
+
+    from mmsr_dgl.training.recommend import read_user_list, recommend as run, write_recommendations
+    from mmsr_dgl.training.run import load_run
+
+    config, data, model = load_run(run_dir, checkpoint)
+    users = read_user_list(users_file, data) if users_file else np.arange(len(data.user_ids))
+    fmt = fmt or ("jsonl" if out.suffix == ".jsonl" else "tsv")
+    items, scores = run(model, data, users, k, exclude_seen, config.eval_batch_size)
+    write_recommendations(out, data, users, items, scores, fmt)
+    click.echo(f"{out}: top-{items.shape[1]} for {len(users)} users ({fmt})", err=True)
+
+
 if __name__ == "__main__":
     main()

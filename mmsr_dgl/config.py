@@ -89,6 +89,8 @@ def build_config(cls: type[C], file: str | Path | None = None, overrides: typing
             loaded = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as err:
             raise UserError(f"{path}: not valid YAML ({err})") from None
+        except UnicodeDecodeError as err:
+            raise UserError(f"{path}: not a UTF-8 text file ({err.reason})") from None
         if not isinstance(loaded, dict):
             raise UserError(f"{path}: expected a mapping of setting names to values")
         for key, value in loaded.items():

@@ -210,6 +210,12 @@ def _load(inputs: Inputs, config: PreprocessConfig) -> RawData:
                 raise UserError(f"feature matrices have different row counts {sorted(n)}; without --items their "
                                 "rows must follow item ids 1..N")
             raw.feature_ids = [str(i) for i in range(1, n.pop() + 1)]
+            known, files = set(raw.feature_ids), ", ".join(map(str, inputs.features.values()))
+            for where, history in zip(raw.origin, raw.histories):
+                for item in history:
+                    if item not in known:
+                        raise UserError(f"{where}: item {item!r} has no row in {files} ({len(known)} rows; "
+                                        "without --items, row r is item id r+1)")
     return raw
 
 
@@ -230,7 +236,8 @@ def _filter_and_remap(raw: RawData, k_core: int) -> tuple[list[np.ndarray], list
         raise UserError(f"no interactions left after {k_core}-core filtering; lower --set k_core=N (0 disables)")
     kept_items = np.unique(item_of[keep])
     names = raw_items[kept_items]
-    order = np.argsort(names.astype(np.int64)) if all(n.isdigit() for n in names) else np.arange(len(names))
+    numeric = all(n.isascii() and n.isdigit() for n in names)
+    order = np.argsort(names.astype(np.int64)) if numeric else np.arange(len(names))
     new_id = np.zeros(len(raw_items), dtype=np.int64)
     new_id[kept_items[order]] = np.arange(1, len(kept_items) + 1)
     bounds = np.concatenate([[0], np.cumsum(lengths)])

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +37,18 @@ def _check_file(path: Path) -> None:
         raise UserError(f"{path}: file not found")
 
 
+def _text_file(reader):
+    """A decoding error anywhere in `reader(path, ...)` becomes a UserError naming the file."""
+    @functools.wraps(reader)
+    def wrapped(path, *args, **kwargs):
+        try:
+            return reader(path, *args, **kwargs)
+        except UnicodeDecodeError as err:
+            raise UserError(f"{path}: not a UTF-8 text file ({err.reason})") from None
+    return wrapped
+
+
+@_text_file
 def read_sequences(path: str | Path) -> RawData:
     """`user item item ...` per line, integer ids, items in chronological order."""
     path = Path(path)
@@ -49,7 +62,7 @@ def read_sequences(path: str | Path) -> RawData:
             if len(tokens) < 2:
                 raise UserError(f"{path}, line {line_no}: expected 'user item item ...', got {line.strip()!r}")
             for token in tokens:
-                if not token.isdigit():
+                if not (token.isascii() and token.isdigit()):
                     raise UserError(f"{path}, line {line_no}: id {token!r} is not a non-negative integer")
             if tokens[0] in seen:
                 raise UserError(f"{path}, line {line_no}: user {tokens[0]} appears on more than one line")
@@ -89,6 +102,7 @@ def _parse_time(path: Path, line_no: int, text: str) -> float:
     return value
 
 
+@_text_file
 def read_interactions(path: str | Path) -> RawData:
     """A RecBole `.inter` TSV (`name:type` header) or the raw Amazon ratings CSV (user,item,rating,timestamp)."""
     path = Path(path)
@@ -123,6 +137,7 @@ def read_interactions(path: str | Path) -> RawData:
                    origin=[f"{path}, user {u}" for u in first_seen])
 
 
+@_text_file
 def read_items(path: str | Path) -> ItemTable:
     """Tab-separated with a header; `item_id` required, `asin` and `has_<modality>` (0/1) optional."""
     path = Path(path)
@@ -165,7 +180,7 @@ def read_features(path: str | Path, modality: str, n_rows: int | None) -> np.nda
     _check_file(path)
     try:
         matrix = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as err:
+    except (ValueError, OSError, EOFError) as err:
         raise UserError(f"{path}: not a readable .npy array ({err})") from None
     if matrix.ndim != 2 or not np.issubdtype(matrix.dtype, np.number):
         raise UserError(f"{path}: expected a 2-d numeric matrix for '{modality}', got shape {matrix.shape} "

@@ -1,7 +1,7 @@
 """MSGraph: each user history as a DGL heterograph of items and modality codes. Depends on DGL only."""
-from .batch import MSGraphBatch, make_batch
+from .batch import MSGraphBatch, batch_to, make_batch
 from .msgraph import (HETEROGENEOUS, HOMOGENEOUS, MSGraphSchema, build_msgraph, collate_msgraphs,
                       last_item_nodes)
 
-__all__ = ["MSGraphBatch", "make_batch", "HETEROGENEOUS", "HOMOGENEOUS", "MSGraphSchema", "build_msgraph", "collate_msgraphs",
+__all__ = ["MSGraphBatch", "batch_to", "make_batch", "HETEROGENEOUS", "HOMOGENEOUS", "MSGraphSchema", "build_msgraph", "collate_msgraphs",
            "last_item_nodes"]

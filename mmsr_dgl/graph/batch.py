@@ -40,3 +40,10 @@ def make_batch(histories: Sequence[np.ndarray], codes: dict[str, np.ndarray], ma
         last=last_item_nodes(graph),
         seq=torch.from_numpy(seq),
         targets=None if targets is None else torch.as_tensor(np.asarray(targets), dtype=torch.int64))
+
+
+def batch_to(batch: MSGraphBatch, device: torch.device | str) -> MSGraphBatch:
+    """The same batch on another device."""
+    move = (lambda x: None if x is None else x.to(device))
+    return MSGraphBatch(graph=batch.graph.to(device), homo=batch.homo.to(device), hetero=batch.hetero.to(device),
+                        last=batch.last.to(device), seq=batch.seq.to(device), targets=move(batch.targets))

@@ -80,11 +80,19 @@ def attend(g: dgl.DGLHeteroGraph, logits: dict[EType, torch.Tensor], values: Fea
     over every edge type entering a node. Relations in `alt_relations` send `alt_values` instead of `values`.
     One `multi_update_all` call aggregates all relations.
     """
-    weights = edge_softmax(g, logits)
+    present = [rel for rel in g.canonical_etypes if g.num_edges(rel)]
+    if len(present) < len(g.canonical_etypes):
+        # DGL's heterograph kernels reject relations without edges (e.g. a batch of one-item histories, or
+        # one where no item has image codes): normalise and aggregate over the non-empty relations only
+        g = dgl.edge_type_subgraph(g, present)
+    if len(present) == 1:  # on a single-relation graph edge_softmax takes and returns a plain tensor
+        weights = {present[0]: edge_softmax(g, logits[present[0]])}
+    else:
+        weights = edge_softmax(g, {rel: logits[rel] for rel in present})
     with g.local_scope():
         for name, feats in (("v", values), ("w", alt_values or {})):
             for t, x in feats.items():
-                if g.num_nodes(t):
+                if t in g.ntypes and g.num_nodes(t):
                     g.nodes[t].data[name] = x
         funcs = {}
         for rel, a in weights.items():

@@ -1,0 +1,50 @@
+"""The training configuration: one flat, typed record (model and optimisation settings together)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from ..errors import UserError
+from ..nn import MMSRConfig
+from .metrics import KS, METRICS
+
+
+@dataclass
+class TrainConfig:
+    model: Literal["mmsr"] = "mmsr"
+    dim: int = 64
+    n_layers: int = 1
+    fusion: Literal["async", "homo_first", "hetero_first", "sync", "id_only"] = "async"
+    dropout: float = 0.2
+    attn_dropout: float = 0.1
+    code_init: Literal["centroids", "random"] = "centroids"
+    modalities: list[str] | None = None  # None: every modality of the dataset
+    epochs: int = 50
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    patience: int = 5  # epochs without validation improvement before stopping
+    valid_metric: str = "ndcg@10"
+    eval_batch_size: int = 1024
+    exclude_seen: bool = False  # evaluation: drop the user's history items (never the target) from the ranking
+    seed: int = 2023
+    threads: int = 2
+    device: str = "cpu"
+    num_workers: int = 0  # data-loader worker processes building graphs
+
+    def validate(self) -> None:
+        names = {f"{m}@{k}" for m in METRICS for k in KS}
+        if self.valid_metric not in names:
+            raise UserError(f"setting 'valid_metric': {self.valid_metric!r} is not one of {', '.join(sorted(names))}")
+        for name in ("dim", "n_layers", "epochs", "batch_size", "eval_batch_size", "threads"):
+            if getattr(self, name) < 1:
+                raise UserError(f"setting '{name}': must be at least 1")
+        for name in ("dropout", "attn_dropout"):
+            if not 0 <= getattr(self, name) < 1:
+                raise UserError(f"setting '{name}': must be in [0, 1)")
+        if self.lr <= 0 or self.weight_decay < 0 or self.patience < 1 or self.num_workers < 0:
+            raise UserError("settings 'lr' > 0, 'weight_decay' >= 0, 'patience' >= 1, 'num_workers' >= 0 required")
+
+    def mmsr(self) -> MMSRConfig:
+        return MMSRConfig(dim=self.dim, n_layers=self.n_layers, fusion=self.fusion, dropout=self.dropout,
+                          attn_dropout=self.attn_dropout, code_init=self.code_init)

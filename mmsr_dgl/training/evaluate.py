@@ -1,0 +1,49 @@
+"""Full-ranking evaluation over all items, batched so memory does not grow with the number of users."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..data import ProcessedData
+from ..graph import batch_to
+from ..nn import MMSR
+from .loader import split_batches
+from .metrics import MetricAccumulator, mask_seen, pessimistic_rank
+
+
+@torch.no_grad()
+def evaluate(model: MMSR, data: ProcessedData, split: str, batch_size: int = 1024, exclude_seen: bool = False,
+             device: str = "cpu", num_workers: int = 0, progress: bool = False) -> dict[str, float]:
+    """HR, NDCG and MRR at 5/10/20 of `model` on a split ('valid' or 'test'), averaged over its samples."""
+    model.eval()
+    acc = MetricAccumulator()
+    loader = split_batches(data, model, split, batch_size, num_workers=num_workers)
+    for batch in tqdm(loader, desc=f"evaluate {split}", leave=False, disable=not progress):
+        batch = batch_to(batch, device)
+        scores = model.full_sort_predict(batch)
+        if exclude_seen:
+            scores = mask_seen(scores, batch.seq, batch.targets)
+        acc.add(pessimistic_rank(scores, batch.targets))
+    return acc.result()
+
+
+def evaluate_scores(item_scores: np.ndarray, data: ProcessedData, split: str, batch_size: int = 1024,
+                    exclude_seen: bool = False) -> dict[str, float]:
+    """The same metrics for a user-independent ranking (e.g. popularity), item_scores [n_items]."""
+    scores_row = torch.as_tensor(item_scores, dtype=torch.float32).clone()
+    scores_row[0] = float("-inf")
+    users, ends = data.splits[split]
+    targets = torch.from_numpy(data.targets(split).astype(np.int64))
+    acc = MetricAccumulator()
+    for start in range(0, len(users), batch_size):
+        stop = min(start + batch_size, len(users))
+        scores = scores_row.expand(stop - start, -1)
+        if exclude_seen:
+            histories = data.inputs(users[start:stop], ends[start:stop])
+            seq = torch.zeros(stop - start, data.max_len, dtype=torch.int64)
+            for row, h in enumerate(histories):
+                seq[row, data.max_len - len(h):] = torch.from_numpy(h.astype(np.int64))
+            scores = mask_seen(scores, seq, targets[start:stop])
+        acc.add(pessimistic_rank(scores, targets[start:stop]))
+    return acc.result()

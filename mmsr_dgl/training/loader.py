@@ -1,0 +1,64 @@
+"""Batches of samples (user, target position) turned into MSGraph batches, in a seeded order."""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ..data import ProcessedData
+from ..graph import MSGraphBatch, make_batch
+from ..nn import MMSR
+
+
+class _Batches(Dataset):
+    """Item i is the i-th batch of sample indices; collation happens in __getitem__ (worker processes)."""
+
+    def __init__(self, data: ProcessedData, codes: dict[str, np.ndarray], users: np.ndarray,
+                 ends: np.ndarray | None, targets: np.ndarray | None, order: list[np.ndarray]):
+        self.data, self.codes, self.users, self.ends, self.targets, self.order = data, codes, users, ends, targets, order
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __getitem__(self, i: int) -> MSGraphBatch:
+        idx = self.order[i]
+        ends = None if self.ends is None else self.ends[idx]
+        targets = None if self.targets is None else self.targets[idx]
+        return make_batch(self.data.inputs(self.users[idx], ends), self.codes, self.data.max_len, targets)
+
+
+def _seed_worker(worker_id: int) -> None:
+    seed = torch.initial_seed() % 2 ** 32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def model_codes(model: MMSR, data: ProcessedData) -> dict[str, np.ndarray]:
+    return {m: data.codes[m] for m in model.modalities}
+
+
+def split_batches(data: ProcessedData, model: MMSR, split: str, batch_size: int, *, shuffle_seed=None,
+                  num_workers: int = 0, with_targets: bool = True) -> DataLoader:
+    """Batches of one split; shuffled by np.random.default_rng(shuffle_seed) when a seed is given."""
+    users, ends = data.splits[split]
+    index = np.arange(len(users))
+    if shuffle_seed is not None:
+        index = np.random.default_rng(shuffle_seed).permutation(len(users))
+    order = [index[i:i + batch_size] for i in range(0, len(index), batch_size)]
+    targets = data.targets(split) if with_targets else None
+    return _loader(_Batches(data, model_codes(model, data), users, ends, targets, order), num_workers)
+
+
+def user_batches(data: ProcessedData, model: MMSR, users: np.ndarray, batch_size: int,
+                 num_workers: int = 0) -> DataLoader:
+    """Batches of whole histories (for recommendation)."""
+    order = [np.arange(i, min(i + batch_size, len(users))) for i in range(0, len(users), batch_size)]
+    return _loader(_Batches(data, model_codes(model, data), users, None, None, order), num_workers)
+
+
+def _loader(dataset: _Batches, num_workers: int) -> DataLoader:
+    return DataLoader(dataset, batch_size=None, shuffle=False, num_workers=num_workers,
+                      worker_init_fn=_seed_worker if num_workers else None,
+                      persistent_workers=False)

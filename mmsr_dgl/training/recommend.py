@@ -1,0 +1,72 @@
+"""Top-K recommendations for users from their full histories, written as TSV or JSONL with raw ids."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..data import ProcessedData
+from ..data.atomic import write_file_atomic
+from ..errors import UserError
+from ..graph import batch_to
+from ..nn import MMSR
+from .loader import user_batches
+from .metrics import mask_seen
+
+
+def read_user_list(path: Path, data: ProcessedData) -> np.ndarray:
+    """User indices for the raw user ids in `path` (one per line)."""
+    index = {u: i for i, u in enumerate(data.user_ids.tolist())}
+    if not Path(path).is_file():
+        raise UserError(f"{path}: file not found (--users)")
+    users = []
+    for line_no, line in enumerate(Path(path).read_text().splitlines(), 1):
+        user = line.strip()
+        if not user:
+            continue
+        if user not in index:
+            raise UserError(f"{path}, line {line_no}: unknown user {user!r}")
+        users.append(index[user])
+    if not users:
+        raise UserError(f"{path}: no user ids in the file")
+    return np.asarray(users, dtype=np.int64)
+
+
+@torch.no_grad()
+def recommend(model: MMSR, data: ProcessedData, users: np.ndarray, k: int, exclude_seen: bool,
+              batch_size: int = 1024, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+    """Item ids [U, k] and scores [U, k], best first, for each user from their whole history."""
+    model.eval()
+    k = min(k, data.n_items - 1)
+    items, scores = [], []
+    for batch in user_batches(data, model, users, batch_size):
+        batch = batch_to(batch, device)
+        s = model.full_sort_predict(batch)
+        if exclude_seen:
+            s = mask_seen(s, batch.seq, None)
+        top = torch.topk(s, k, dim=1)
+        items.append(top.indices.cpu().numpy())
+        scores.append(top.values.cpu().numpy())
+    return np.concatenate(items), np.concatenate(scores)
+
+
+def write_recommendations(path: Path, data: ProcessedData, users: np.ndarray, items: np.ndarray,
+                          scores: np.ndarray, fmt: str) -> None:
+    """TSV (user, rank, item, score) or JSONL ({"user", "items", "scores"}) with raw ids (ASINs if known)."""
+    names = data.item_asin if data.item_asin is not None else data.item_ids
+    user_names = data.user_ids[users]
+
+    def write(tmp: Path) -> None:
+        with tmp.open("w") as out:
+            if fmt == "tsv":
+                out.write("user\trank\titem\tscore\n")
+                for u, row_items, row_scores in zip(user_names, items, scores):
+                    for rank, (i, s) in enumerate(zip(row_items, row_scores), 1):
+                        out.write(f"{u}\t{rank}\t{names[i]}\t{s:.6g}\n")
+            else:
+                for u, row_items, row_scores in zip(user_names, items, scores):
+                    out.write(json.dumps({"user": str(u), "items": [str(names[i]) for i in row_items],
+                                          "scores": [round(float(s), 6) for s in row_scores]}) + "\n")
+    write_file_atomic(path, write)

@@ -1,0 +1,80 @@
+"""A run directory: its configuration, its checkpoints (tensors and plain values only), its model."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import torch
+import yaml
+
+from ..config import build_config
+from ..data import ProcessedData, load_processed
+from ..data.atomic import write_file_atomic
+from ..errors import UserError
+from ..nn import MMSR
+from .config import TrainConfig
+
+CHECKPOINT_FORMAT = 1
+CONFIG_FILE = "config.yaml"
+
+
+def build_model(config: TrainConfig, data: ProcessedData) -> MMSR:
+    missing = set(config.modalities or []) - set(data.modalities)
+    if missing:
+        raise UserError(f"setting 'modalities': {sorted(missing)} not in the dataset (it has {data.modalities})")
+    names = data.modalities if config.modalities is None else config.modalities
+    return MMSR(config.mmsr(), data.n_items, data.max_len, {m: data.centroids[m] for m in names})
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    write_file_atomic(path, lambda tmp: torch.save({"format": CHECKPOINT_FORMAT, **state}, tmp))
+
+
+def load_checkpoint(path: Path) -> dict:
+    if not path.is_file():
+        raise UserError(f"{path}: checkpoint not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for truncated or foreign files
+        raise UserError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise UserError(f"{path}: not an mmsr-dgl checkpoint of format {CHECKPOINT_FORMAT}")
+    return state
+
+
+def restore_model(model: MMSR, state: dict, path: Path) -> None:
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, KeyError) as err:
+        raise UserError(f"{path}: checkpoint does not match the model of this run ({err})") from None
+
+
+def write_run_config(run_dir: Path, config: TrainConfig, data_dir: Path, fingerprint: str) -> None:
+    payload = {"data": str(Path(data_dir).resolve()), "data_fingerprint": fingerprint,
+               "config": dataclasses.asdict(config)}
+    write_file_atomic(run_dir / CONFIG_FILE, lambda tmp: tmp.write_text(yaml.safe_dump(payload, sort_keys=False)))
+
+
+def load_run(run_dir: Path, checkpoint: str = "best") -> tuple[TrainConfig, ProcessedData, MMSR]:
+    """Config, dataset and model (weights from `checkpoint`: best or last) of a finished or running run."""
+    run_dir = Path(run_dir)
+    path = run_dir / CONFIG_FILE
+    if not path.is_file():
+        raise UserError(f"{run_dir}: no {CONFIG_FILE}; is this a run directory made by `mmsr-dgl train`?")
+    payload = yaml.safe_load(path.read_text())
+    config = build_config(TrainConfig, base=payload["config"])
+    data = load_processed(payload["data"])
+    if data.manifest["fingerprint"] != payload["data_fingerprint"]:
+        raise UserError(f"{payload['data']}: dataset changed since this run was trained (fingerprint mismatch)")
+    model = build_model(config, data)
+    ckpt_path = run_dir / f"{checkpoint}.pt"
+    restore_model(model, load_checkpoint(ckpt_path), ckpt_path)
+    return config, data, model
+
+
+def read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None

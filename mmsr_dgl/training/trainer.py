@@ -1,0 +1,182 @@
+"""The training loop: Adam on full cross-entropy, validation every epoch, early stopping, one final test."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import random
+import time
+from pathlib import Path
+from typing import Callable
+
+import dgl
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..data import ProcessedData, load_processed
+from ..data.atomic import write_file_atomic
+from ..errors import UserError
+from ..graph import batch_to
+from .config import TrainConfig
+from .evaluate import evaluate, evaluate_scores
+from .loader import split_batches
+from .run import (CONFIG_FILE, build_model, load_checkpoint, read_json, restore_model, save_checkpoint,
+                  write_run_config)
+
+RESULTS = "results.json"
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    dgl.seed(seed)
+
+
+def resolve_device(name: str) -> str:
+    if name == "cpu":
+        return name
+    if not name.startswith("cuda"):
+        raise UserError(f"--device {name!r}: expected cpu or cuda[:N]")
+    if not torch.cuda.is_available():
+        raise UserError(f"--device {name}: PyTorch sees no CUDA device here")
+    try:
+        dgl.graph(([0], [0])).to(name)
+    except Exception:  # the CPU build of DGL raises DGLError when asked for CUDA
+        raise UserError(f"--device {name}: the installed DGL is a CPU build without CUDA support") from None
+    return name
+
+
+def _logger(run_dir: Path, echo: Callable[[str], None]) -> Callable[[str], None]:
+    logger = logging.getLogger(f"mmsr_dgl.train.{run_dir.resolve()}")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    if not logger.handlers:
+        handler = logging.FileHandler(run_dir / "train.log")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        logger.addHandler(handler)
+
+    def log(message: str) -> None:
+        logger.info(message)
+        echo(message)
+    return log
+
+
+def _check_resume(run_dir: Path, config: TrainConfig) -> dict:
+    state = load_checkpoint(run_dir / "last.pt")
+    saved = dict(state["config"])
+    differs = [k for k, v in dataclasses.asdict(config).items() if k not in ("epochs", "num_workers")
+               and saved.get(k) != v]
+    if differs:
+        raise UserError(f"{run_dir}: --resume with settings that differ from the run's: {', '.join(differs)}")
+    return state
+
+
+def train(config: TrainConfig, data_dir: Path, run_dir: Path, resume: bool = False,
+          echo: Callable[[str], None] = print, progress: bool = True) -> dict:
+    """Train into `run_dir` (or continue it with `resume`); returns the contents of results.json."""
+    run_dir = Path(run_dir)
+    data = load_processed(data_dir)
+    device = resolve_device(config.device)
+    if not resume and (run_dir / CONFIG_FILE).exists():
+        raise UserError(f"{run_dir}: already holds a run; use --resume to continue it or choose another --out")
+    if resume and not (run_dir / "last.pt").exists():
+        raise UserError(f"{run_dir}: nothing to resume (no last.pt)")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(config.threads)
+    seed_everything(config.seed)
+    model = build_model(config, data).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    state = {"epoch": 0, "history": [], "best": None, "bad_epochs": 0}
+    if resume:
+        saved = _check_resume(run_dir, config)
+        restore_model(model, saved, run_dir / "last.pt")
+        optimizer.load_state_dict(saved["optimizer"])
+        torch.set_rng_state(saved["torch_rng"])
+        state = {k: saved[k] for k in state}
+    else:
+        write_run_config(run_dir, config, data_dir, data.manifest["fingerprint"])
+    log = _logger(run_dir, echo)
+    log(f"{'resuming' if resume else 'training'} {config.model}/{config.fusion} on {data.path} "
+        f"({len(data.splits['train'][0])} training samples) from epoch {state['epoch'] + 1}")
+
+    while state["epoch"] < config.epochs and state["bad_epochs"] < config.patience:
+        epoch = state["epoch"]
+        record = _train_epoch(model, optimizer, data, config, epoch, device, progress)
+        start = time.perf_counter()
+        valid = evaluate(model, data, "valid", config.eval_batch_size, config.exclude_seen, device,
+                         config.num_workers, progress)
+        record.update(eval_seconds=round(time.perf_counter() - start, 2), valid=valid)
+        score = valid[config.valid_metric]
+        improved = state["best"] is None or score > state["best"]["score"]
+        if improved:
+            state["best"] = {"epoch": epoch + 1, "score": score, "valid": valid}
+            state["bad_epochs"] = 0
+            save_checkpoint(run_dir / "best.pt", {"model": model.state_dict(), "epoch": epoch + 1,
+                                                  "config": dataclasses.asdict(config)})
+        else:
+            state["bad_epochs"] += 1
+        state["history"].append(record)
+        state["epoch"] = epoch + 1
+        save_checkpoint(run_dir / "last.pt", {**state, "model": model.state_dict(),
+                                              "optimizer": optimizer.state_dict(),
+                                              "torch_rng": torch.get_rng_state(),
+                                              "config": dataclasses.asdict(config)})
+        _write_metrics(run_dir, state["history"])
+        log(f"epoch {epoch + 1}: loss {record['loss']:.4f}, valid {config.valid_metric} {score:.4f}"
+            f"{' (best)' if improved else ''}, {record['seconds']:.1f} s train + {record['eval_seconds']:.1f} s eval")
+    return _finish(model, data, config, run_dir, state, device, log)
+
+
+def _train_epoch(model, optimizer, data: ProcessedData, config: TrainConfig, epoch: int, device: str,
+                 progress: bool) -> dict:
+    model.train()
+    loader = split_batches(data, model, "train", config.batch_size, shuffle_seed=[config.seed, epoch],
+                           num_workers=config.num_workers)
+    total, count, start = 0.0, 0, time.perf_counter()
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}", leave=False, disable=not progress)
+    for batch in bar:
+        batch = batch_to(batch, device)
+        loss = model.calculate_loss(batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += loss.item() * len(batch)
+        count += len(batch)
+        bar.set_postfix(loss=f"{total / count:.4f}", samples_per_s=f"{count / (time.perf_counter() - start):.0f}")
+    seconds = time.perf_counter() - start
+    return {"epoch": epoch + 1, "loss": total / count, "seconds": round(seconds, 2),
+            "samples_per_s": round(count / seconds, 1)}
+
+
+def _write_metrics(run_dir: Path, history: list[dict]) -> None:
+    text = "".join(json.dumps(r) + "\n" for r in history)
+    write_file_atomic(run_dir / "metrics.jsonl", lambda tmp: tmp.write_text(text))
+
+
+def _finish(model, data: ProcessedData, config: TrainConfig, run_dir: Path, state: dict, device: str,
+            log: Callable[[str], None]) -> dict:
+    """Test the best checkpoint once, next to a popularity ranking, and write results.json."""
+    done = read_json(run_dir / RESULTS)
+    if done is not None:
+        log(f"{run_dir}: already finished; test metrics are in {RESULTS}")
+        return done
+    best_path = run_dir / "best.pt"
+    restore_model(model, load_checkpoint(best_path), best_path)
+    test = evaluate(model, data, "test", config.eval_batch_size, config.exclude_seen, device, config.num_workers)
+    popularity = evaluate_scores(data.train_popularity(), data, "test", exclude_seen=config.exclude_seen)
+    history = state["history"]
+    results = {
+        "best_epoch": state["best"]["epoch"], "epochs_run": len(history),
+        "stopped_early": state["bad_epochs"] >= config.patience,
+        "valid": state["best"]["valid"], "test": test, "popularity_test": popularity,
+        "seconds_per_epoch": round(float(np.mean([r["seconds"] for r in history])), 2),
+        "eval_seconds": round(float(np.mean([r["eval_seconds"] for r in history])), 2),
+        "exclude_seen": config.exclude_seen,
+    }
+    write_file_atomic(run_dir / RESULTS, lambda tmp: tmp.write_text(json.dumps(results, indent=2) + "\n"))
+    log(f"test (best epoch {results['best_epoch']}): " +
+        ", ".join(f"{k} {test[k]:.4f}" for k in ("hr@10", "ndcg@10", "mrr@10")) +
+        " | popularity: " + ", ".join(f"{k} {popularity[k]:.4f}" for k in ("hr@10", "ndcg@10", "mrr@10")))
+    return results
