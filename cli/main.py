@@ -71,17 +71,23 @@ def preprocess(sequences, interactions, items, features, synthetic, out, config_
 @click.option("--threads", type=int, help="Shorthand for --set threads=N.")
 @click.option("--device", help="Shorthand for --set device=cpu|cuda.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its last checkpoint.")
+@click.option("--overwrite", is_flag=True, help="Delete an existing run in --out and start afresh.")
 @click.option("--progress/--no-progress", default=None, help="Progress bars (default: when stderr is a terminal).")
-def train(data_dir, run_dir, config_file, overrides, epochs, threads, device, resume, progress) -> None:
+def train(data_dir, run_dir, config_file, overrides, epochs, threads, device, resume, overwrite, progress) -> None:
     """Train a model, early-stopping on validation; test the best checkpoint once at the end."""
     import json
 
     from mmsr_dgl.config import build_config
     from mmsr_dgl.training import TrainConfig, train as run
+    from mmsr_dgl.training.run import remove_run
 
     shorthands = [f"{k}={v}" for k, v in (("epochs", epochs), ("threads", threads), ("device", device))
                   if v is not None]
     config = build_config(TrainConfig, config_file, [*overrides, *shorthands])
+    if overwrite and resume:
+        raise UserError("--overwrite and --resume exclude each other")
+    if overwrite:
+        remove_run(run_dir)
     progress = sys.stderr.isatty() if progress is None else progress
     results = run(config, data_dir, run_dir, resume=resume, echo=lambda m: click.echo(m, err=True),
                   progress=progress)

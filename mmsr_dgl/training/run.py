@@ -73,6 +73,15 @@ def load_run(run_dir: Path, checkpoint: str = "best") -> tuple[TrainConfig, Proc
     return config, data, model
 
 
+RUN_FILES = (CONFIG_FILE, "best.pt", "last.pt", "metrics.jsonl", "results.json", "train.log")
+
+
+def remove_run(run_dir: Path) -> None:
+    """Delete the files of an earlier run in `run_dir` (only those a run writes)."""
+    for name in RUN_FILES:
+        (Path(run_dir) / name).unlink(missing_ok=True)
+
+
 def read_json(path: Path) -> dict | None:
     try:
         return json.loads(path.read_text())

@@ -1,0 +1,145 @@
+"""Micro-benchmark of one MMSR training step: MSGraph batch collation and model forward + backward.
+
+    python benchmarks/bench_model.py                      # Amazon Toys (preprocessed into a temporary dir)
+    python benchmarks/bench_model.py --fusion sync
+    python benchmarks/bench_model.py --data DIR           # an already preprocessed dataset directory
+
+Random training batches (user, target position) are drawn from the dataset's 'train' split. Reported: the
+median time of `make_batch` (graph collation, the histories already sliced), the median time of
+`calculate_loss` + `backward` after warm-up (the optimizer step runs but is not timed), and peak memory.
+Targets (d=64, 1 layer, batch 256): collation < 10 ms, forward + backward < 150 ms.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("DGLBACKEND", "pytorch")
+
+import argparse  # noqa: E402
+import resource  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from mmsr_dgl.data import PreprocessConfig, load_processed, preprocess  # noqa: E402
+from mmsr_dgl.data.preprocess import Inputs  # noqa: E402
+from mmsr_dgl.graph import make_batch  # noqa: E402
+from mmsr_dgl.nn import MMSR, MMSRConfig  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+TOYS_FILES = {"sequences": "sequences.txt", "items": "items.tsv", "image": "image_clip_vitb32.npy",
+              "text": "text_clip_vitb32.npy"}
+COLLATE_TARGET_MS, STEP_TARGET_MS = 10.0, 150.0
+WARMUP = 3
+
+
+def toys_dir() -> Path:
+    return Path(os.environ.get("MMSR_TOYS_DIR") or REPO.parent / "shared/data/amazon-toys")
+
+
+def prepare(args: argparse.Namespace, scratch: Path) -> Path:
+    """The dataset directory to benchmark: --data, else Toys preprocessed into --out, else synthetic."""
+    if args.data:
+        return Path(args.data)
+    out = Path(args.out) if args.out else scratch / "data"
+    toys = toys_dir()
+    if all((toys / name).is_file() for name in TOYS_FILES.values()):
+        inputs = Inputs(sequences=toys / TOYS_FILES["sequences"], items=toys / TOYS_FILES["items"],
+                        features={"image": toys / TOYS_FILES["image"], "text": toys / TOYS_FILES["text"]})
+        print(f"dataset: Amazon Toys from {toys}, preprocessing into {out}")
+    else:
+        inputs = Inputs(synthetic=True)
+        print(f"NOTICE: Amazon Toys not found at {toys} (set MMSR_TOYS_DIR); benchmarking the synthetic "
+              f"default instead, into {out}")
+    start = time.perf_counter()
+    preprocess(PreprocessConfig(), inputs, out, log=lambda message: None)
+    print(f"preprocess: {time.perf_counter() - start:.1f} s")
+    return out
+
+
+def percentile_ms(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) * 1e3
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", help="a preprocessed dataset directory (default: preprocess Amazon Toys)")
+    parser.add_argument("--out", help="where to preprocess Toys when --data is not given (default: a temporary "
+                                      "directory, removed afterwards); reused when up to date")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--dim", type=int, default=64)
+    parser.add_argument("--layers", type=int, default=1)
+    parser.add_argument("--fusion", default="async",
+                        choices=["async", "homo_first", "hetero_first", "sync", "id_only"])
+    parser.add_argument("--iters", type=int, default=20, help="timed iterations, after 3 warm-up ones")
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    with tempfile.TemporaryDirectory(prefix="mmsr-bench-") as scratch:
+        data = load_processed(prepare(args, Path(scratch)))
+    users, positions = data.splits["train"]
+    targets = data.targets("train")
+    counts = data.manifest["counts"]
+    print(f"data: {counts['users']} users, {counts['items']} items, {len(users)} training samples, "
+          f"max_len {data.max_len}, modalities {data.modalities or 'none'}")
+
+    torch.manual_seed(args.seed)
+    model = MMSR(MMSRConfig(dim=args.dim, n_layers=args.layers, fusion=args.fusion), data.n_items, data.max_len,
+                 data.centroids).train()
+    codes = {m: data.codes[m] for m in model.modalities}
+    optim = torch.optim.Adam(model.parameters(), lr=1e-3)
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"model: fusion {args.fusion}, d={args.dim}, {args.layers} layer(s), {n_params:,} parameters; "
+          f"batch {args.batch_size}, {args.iters} timed iterations after {WARMUP} warm-up, "
+          f"{torch.get_num_threads()} thread(s), load average {os.getloadavg()[0]:.2f}")
+
+    rng = np.random.default_rng(args.seed)
+    collate, forward, step, nodes, edges = [], [], [], [], []
+    for it in range(WARMUP + args.iters):
+        idx = rng.choice(len(users), size=min(args.batch_size, len(users)), replace=False)
+        histories = data.inputs(users[idx], positions[idx])
+
+        t0 = time.perf_counter()
+        batch = make_batch(histories, codes, data.max_len, targets[idx])
+        t1 = time.perf_counter()
+        optim.zero_grad(set_to_none=True)
+        t2 = time.perf_counter()
+        loss = model.calculate_loss(batch)
+        t3 = time.perf_counter()
+        loss.backward()
+        t4 = time.perf_counter()
+        optim.step()
+        if not torch.isfinite(loss):
+            print(f"iteration {it}: loss is {loss.item()}", file=sys.stderr)
+            return 1
+        if it >= WARMUP:
+            collate.append(t1 - t0)
+            forward.append(t3 - t2)
+            step.append(t4 - t2)
+            nodes.append(batch.graph.num_nodes())
+            edges.append(batch.graph.num_edges())
+
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    collate_ms, step_ms = percentile_ms(collate, 50), percentile_ms(step, 50)
+    print(f"graph per batch: {np.mean(nodes):,.0f} nodes, {np.mean(edges):,.0f} edges (mean)")
+    print(f"collation (make_batch):    median {collate_ms:7.2f} ms   p90 {percentile_ms(collate, 90):7.2f} ms   "
+          f"target < {COLLATE_TARGET_MS:.0f} ms  {'OK' if collate_ms < COLLATE_TARGET_MS else 'MISSED'}")
+    print(f"forward + backward:        median {step_ms:7.2f} ms   p90 {percentile_ms(step, 90):7.2f} ms   "
+          f"target < {STEP_TARGET_MS:.0f} ms  {'OK' if step_ms < STEP_TARGET_MS else 'MISSED'}")
+    print(f"  of which forward:        median {percentile_ms(forward, 50):7.2f} ms")
+    print(f"peak memory (ru_maxrss):   {peak_mb:,.0f} MB" + ("" if args.data else " (process, incl. preprocessing)"))
+    if (args.dim, args.layers, args.batch_size) != (64, 1, 256):
+        print("note: the targets are stated for d=64, 1 layer, batch 256")
+    missed = collate_ms >= COLLATE_TARGET_MS or step_ms >= STEP_TARGET_MS
+    return 1 if args.check and missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

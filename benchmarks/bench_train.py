@@ -1,0 +1,68 @@
+"""Training benchmark on Amazon Toys (issue 4): seconds per epoch, full evaluation, peak memory, test metrics.
+
+    python benchmarks/bench_train.py [--toys DIR] [--epochs N] [--set key=value ...]
+
+Preprocesses the Toys data (cached under runs/bench/toys-data), trains the default configuration with
+early stopping (or for --epochs), and prints the figures against the targets of issue 4:
+an epoch under 60 s, one full evaluation of all users under 15 s, peak memory under 3 GB.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import time
+from pathlib import Path
+
+from mmsr_dgl.config import build_config
+from mmsr_dgl.data.preprocess import Inputs, PreprocessConfig, preprocess
+from mmsr_dgl.training import TrainConfig, evaluate, train
+from mmsr_dgl.training.run import load_run
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def toys_inputs(toys: Path) -> Inputs:
+    return Inputs(sequences=toys / "sequences.txt", items=toys / "items.tsv",
+                  features={"image": toys / "image_clip_vitb32.npy", "text": toys / "text_clip_vitb32.npy"})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--toys", type=Path, default=ROOT.parent / "shared" / "data" / "amazon-toys")
+    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench")
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--preprocess-set", action="append", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args()
+    if not (args.toys / "sequences.txt").is_file():
+        raise SystemExit(f"Amazon Toys data not found at {args.toys}")
+
+    data_dir = args.work / "toys-data"
+    preprocess(build_config(PreprocessConfig, overrides=args.preprocess_set), toys_inputs(args.toys), data_dir,
+               log=lambda m: None)
+    overrides = list(args.overrides) + ([f"epochs={args.epochs}"] if args.epochs else [])
+    config = build_config(TrainConfig, overrides=overrides)
+    run_dir = args.work / "toys-run"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    start = time.perf_counter()
+    results = train(config, data_dir, run_dir, echo=print, progress=False)
+    total = time.perf_counter() - start
+
+    _, data, model = load_run(run_dir)
+    start = time.perf_counter()
+    evaluate(model, data, "test", config.eval_batch_size)
+    eval_seconds = time.perf_counter() - start
+    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+    epoch_s = results["seconds_per_epoch"]
+    print(json.dumps({"config": overrides, "test": results["test"], "popularity_test": results["popularity_test"],
+                      "best_epoch": results["best_epoch"], "epochs_run": results["epochs_run"]}, indent=2))
+    print(f"seconds per training epoch: {epoch_s:.1f} (target < 60)")
+    print(f"full evaluation of {len(data.splits['test'][0])} users: {eval_seconds:.1f} s (target < 15)")
+    print(f"peak memory: {peak_gb:.2f} GB (target < 3)")
+    print(f"whole run (training, validation, test): {total / 60:.1f} min")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,417 @@
+"""The MMSR model: grouped softmax, non-invasive fusion, gradients, batching, missing modalities, overfitting."""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("DGLBACKEND", "pytorch")
+
+import dgl  # noqa: E402
+import dgl.function as fn  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from dgl.nn.functional import edge_softmax  # noqa: E402
+from torch import nn  # noqa: E402
+
+from mmsr_dgl.data import PreprocessConfig, load_processed, preprocess  # noqa: E402
+from mmsr_dgl.data.preprocess import Inputs  # noqa: E402
+from mmsr_dgl.graph import make_batch  # noqa: E402
+from mmsr_dgl.nn import MMSR, MMSRConfig, attend  # noqa: E402
+
+FUSIONS = ("async", "homo_first", "hetero_first", "sync", "id_only")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread for this module: on a busy 2-core machine, 2 OpenMP threads (torch and DGL share
+    libgomp) stall for seconds at a time; one thread keeps these small graphs fast and the timings stable."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    out = tmp_path_factory.mktemp("model_data") / "synthetic"
+    preprocess(PreprocessConfig(synthetic_users=200, synthetic_items=120, synthetic_groups=8, n_codes=16),
+               Inputs(synthetic=True), out, log=lambda m: None)
+    return load_processed(out)
+
+
+def make_model(data, fusion: str = "async", dim: int = 16, seed: int = 0, **kw) -> MMSR:
+    torch.manual_seed(seed)
+    return MMSR(MMSRConfig(dim=dim, fusion=fusion, **kw), data.n_items, data.max_len, data.centroids)
+
+
+def codes_for(model: MMSR, data) -> dict[str, np.ndarray]:
+    return {m: data.codes[m] for m in model.modalities}
+
+
+def sample(data, n: int, seed: int = 0):
+    """Histories and targets of `n` random training samples."""
+    users, positions = data.splits["train"]
+    idx = np.random.default_rng(seed).choice(len(users), size=n, replace=False)
+    return data.inputs(users[idx], positions[idx]), data.targets("train")[idx]
+
+
+def train_batch(data, model: MMSR, n: int = 32, seed: int = 0):
+    histories, targets = sample(data, n, seed)
+    return make_batch(histories, codes_for(model, data), data.max_len, targets)
+
+
+def dst_sums(g: dgl.DGLHeteroGraph, weights: dict) -> dict[str, torch.Tensor]:
+    """Per node type, the sum of `weights` over every in-edge of each node (all relations of `g` at once)."""
+    with g.local_scope():
+        funcs = {}
+        for rel, w in weights.items():
+            g.edges[rel].data["a"] = w
+            funcs[rel] = (fn.copy_e("a", "m"), fn.sum("m", "s"))
+        g.multi_update_all(funcs, "sum")
+        return {t: g.nodes[t].data["s"].squeeze(-1) for t in g.ntypes if g.num_nodes(t)}
+
+
+def in_degree(g: dgl.DGLHeteroGraph, t: str, relations) -> torch.Tensor:
+    deg = torch.zeros(g.num_nodes(t), dtype=torch.int64)
+    for rel in relations:
+        if rel[2] == t:
+            deg += g.in_degrees(etype=rel)
+    return deg
+
+
+# ------------------------------------------------------------------------------------------ softmax groups
+
+
+@pytest.fixture(scope="module")
+def setup_async(data):
+    model = make_model(data, "async").eval()
+    batch = train_batch(data, model, 32)
+    with torch.no_grad():
+        h = model.node_inputs(batch)
+    return model, batch, h
+
+
+def test_homogeneous_softmax_sums_to_one_per_node(setup_async):
+    model, batch, h = setup_async
+    att = model.layers[0].homo[0]
+    with torch.no_grad():
+        w = edge_softmax(batch.homo, att.logits(batch.homo, h))
+    sums = dst_sums(batch.homo, w)
+    assert set(sums) == {"item", "image", "text"}
+    for t, s in sums.items():
+        assert s.shape == (batch.graph.num_nodes(t),)
+        torch.testing.assert_close(s, torch.ones_like(s), atol=1e-5, rtol=0)
+    # the normalisation spans several relations: self-loop weights alone are clearly below one somewhere
+    self_w = w[("item", "self", "item")].squeeze(-1)
+    assert (self_w < 0.9).any()
+
+
+def test_heterogeneous_softmax_sums_to_one_per_node(setup_async):
+    model, batch, h = setup_async
+    att = model.layers[0].hetero[0]
+    with torch.no_grad():
+        w = edge_softmax(batch.hetero, att.logits(batch.hetero, h))
+    for t, s in dst_sums(batch.hetero, w).items():
+        assert s.shape == (batch.graph.num_nodes(t),)
+        torch.testing.assert_close(s, torch.ones_like(s), atol=1e-5, rtol=0)
+
+
+def test_attend_averages_within_one_group(setup_async):
+    """attend() gives a convex combination per node: all-ones values come back as ones in both groups."""
+    model, batch, h = setup_async
+    layer = model.layers[0]
+    ones = {t: torch.ones(x.shape[0], 3) for t, x in h.items()}
+    with torch.no_grad():
+        for g, att in ((batch.homo, layer.homo[0]), (batch.hetero, layer.hetero[1])):
+            out = attend(g, att.logits(g, h), ones, nn.Identity())
+            assert set(out) == set(h)
+            for t, x in out.items():
+                torch.testing.assert_close(x, torch.ones_like(x), atol=1e-5, rtol=0)
+
+
+def test_softmax_over_the_full_graph_would_mix_the_groups(setup_async):
+    """On batch.graph, DGL's edge_softmax normalises over both groups together, so neither sums to one alone."""
+    model, batch, h = setup_async
+    layer, g = model.layers[0], batch.graph
+    homo_rels, hetero_rels = layer.homo[0].relations, layer.hetero[0].relations
+    with torch.no_grad():
+        logits = {**layer.homo[0].logits(g, h), **layer.hetero[0].logits(g, h)}
+        w = edge_softmax(g, logits)
+    total = dst_sums(g, w)
+    homo = dst_sums(g, {r: w[r] for r in g.canonical_etypes if r in homo_rels})
+    hetero = dst_sums(g, {r: w[r] for r in g.canonical_etypes if r in hetero_rels})
+    homo_only = [r for r in homo_rels if r[1] != "self"]
+    hetero_only = [r for r in hetero_rels if r[1] != "self"]
+    for t in ("item", "image", "text"):
+        torch.testing.assert_close(total[t], torch.ones_like(total[t]), atol=1e-5, rtol=0)
+        has_hetero = in_degree(g, t, hetero_only) > 0
+        has_homo = in_degree(g, t, homo_only) > 0
+        assert has_hetero.any() and has_homo.any()
+        # nodes reached by the other group get homogeneous (heterogeneous) weights summing to less than one
+        assert (homo[t][has_hetero] < 1 - 1e-3).all()
+        assert (hetero[t][has_homo] < 1 - 1e-3).all()
+
+
+@pytest.mark.parametrize("fusion", ["async", "homo_first", "hetero_first", "sync"])
+def test_layer_phases_run_on_the_group_views(data, fusion, monkeypatch):
+    """Each phase of a layer normalises over exactly one relation group (sync: over the whole graph), in order."""
+    import mmsr_dgl.nn.layer as layer_module
+
+    calls, real = [], layer_module.attend
+
+    def spy(g, logits, *args, **kwargs):
+        calls.append(frozenset(g.canonical_etypes))
+        return real(g, logits, *args, **kwargs)
+
+    monkeypatch.setattr(layer_module, "attend", spy)
+    model = make_model(data, fusion).eval()
+    batch = train_batch(data, model, 8, seed=4)
+    with torch.no_grad():
+        model(batch)
+    homo, hetero = frozenset(model.schema.homogeneous), frozenset(model.schema.heterogeneous)
+    expected = {"homo_first": [homo, hetero], "hetero_first": [hetero, homo], "async": [homo, hetero, hetero, homo],
+                "sync": [frozenset(model.schema.etypes)]}[fusion]
+    assert calls == expected
+
+
+# ----------------------------------------------------------------------------------- non-invasive fusion
+
+
+def layer_out(layer, batch, h):
+    with torch.no_grad():
+        return layer(batch, h)
+
+
+def max_diff(a: dict, b: dict) -> float:
+    assert set(a) == set(b)
+    return max(float((a[t] - b[t]).abs().max()) for t in a if a[t].numel())
+
+
+def perturb(params, scale: float = 1.0, seed: int = 1) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in params:
+            p.add_(torch.randn(p.shape, generator=gen) * scale)
+
+
+def zero(params) -> None:
+    with torch.no_grad():
+        for p in params:
+            p.zero_()
+
+
+def noisy(h: dict, seed: int = 2) -> dict:
+    gen = torch.Generator().manual_seed(seed)
+    return {t: x + 0.5 * torch.randn(x.shape, generator=gen) for t, x in h.items()}
+
+
+def fusion_setup(data, fusion: str):
+    model = make_model(data, fusion).eval()
+    batch = train_batch(data, model, 16, seed=3)
+    with torch.no_grad():
+        h = model.node_inputs(batch)
+    return model.layers[0], batch, h
+
+
+def test_homo_first_values_ignore_phase_one(data):
+    layer, batch, h = fusion_setup(data, "homo_first")
+    zero(m.weight for m in layer.hetero[0].query.values())  # phase-two logits constant: uniform attention
+    before = layer_out(layer, batch, h)
+    perturb(layer.homo[0].vectors.values())  # changes the phase-one output z
+    assert max_diff(before, layer_out(layer, batch, h)) < 1e-6
+    # the layer is not simply constant: its input does move the output
+    assert max_diff(before, layer_out(layer, batch, noisy(h))) > 1e-2
+
+
+def test_homo_first_scores_depend_on_phase_one(data):
+    layer, batch, h = fusion_setup(data, "homo_first")
+    before = layer_out(layer, batch, h)
+    perturb(layer.homo[0].vectors.values())
+    assert max_diff(before, layer_out(layer, batch, h)) > 1e-3
+
+
+def test_hetero_first_values_ignore_phase_one(data):
+    layer, batch, h = fusion_setup(data, "hetero_first")
+    zero(layer.homo[0].vectors.values())  # phase-two logits constant
+    before = layer_out(layer, batch, h)
+    att = layer.hetero[0]
+    perturb([*(m.weight for m in att.query.values()), *(m.weight for m in att.key.values()),
+             *(m.weight for m in att.value.values())])  # changes the phase-one output y
+    assert max_diff(before, layer_out(layer, batch, h)) < 1e-6
+    assert max_diff(before, layer_out(layer, batch, noisy(h))) > 1e-2
+
+
+def test_hetero_first_scores_depend_on_phase_one(data):
+    layer, batch, h = fusion_setup(data, "hetero_first")
+    before = layer_out(layer, batch, h)
+    att = layer.hetero[0]
+    perturb([*(m.weight for m in att.query.values()), *(m.weight for m in att.key.values())])
+    assert max_diff(before, layer_out(layer, batch, h)) > 1e-3
+
+
+def test_async_both_orders_are_non_invasive(data):
+    layer, batch, h = fusion_setup(data, "async")
+    zero(m.weight for m in layer.hetero[0].query.values())  # order A, phase two uniform
+    zero(layer.homo[1].vectors.values())  # order B, phase two uniform
+    before = layer_out(layer, batch, h)
+    perturb(layer.homo[0].vectors.values())  # order A, phase one
+    perturb([m.weight for m in layer.hetero[1].query.values()], seed=4)  # order B, phase one
+    assert max_diff(before, layer_out(layer, batch, h)) < 1e-6
+    perturb([m.weight for m in layer.hetero[0].value.values()], seed=5)  # order A's values do matter
+    assert max_diff(before, layer_out(layer, batch, h)) > 1e-3
+
+
+# ------------------------------------------------------------------------------------------- gradients
+
+
+def structurally_dead(fusion: str, n_layers: int) -> set[str]:
+    """Parameters that cannot influence the loss, which reads only the item nodes of the last layer.
+
+    In the last layer, whatever only shapes code-node outputs is unused: the code types' LayerNorms (and gates),
+    queries of code destinations in a final phase, and under sync/hetero_first the homogeneous vectors of code
+    relations (under sync also the item key/value, which only serve item -> code edges). Under id_only the
+    heterogeneous group holds only self-loops (one in-edge per node, softmax identically 1), so in every layer
+    its query/key are unused and order A reduces to V h, leaving order A's homogeneous vectors unused too.
+    """
+    codes = ("image", "text")
+    code_rels = [f"{c}|{r}|{c}" for c in codes for r in ("next", "prev", "self")]
+    last = f"layers.{n_layers - 1}"
+    if fusion == "id_only":
+        return {f"layers.{k}.{name}" for k in range(n_layers)
+                for name in ["homo.0.vectors.item|next|item", "homo.0.vectors.item|prev|item",
+                             "homo.0.vectors.item|self|item",
+                             *(f"hetero.{i}.{w}.item.weight" for i in (0, 1) for w in ("query", "key"))]}
+    dead = {f"{last}.norm.{c}.{w}" for c in codes for w in ("weight", "bias")}
+    if fusion == "async":
+        dead |= {f"{last}.gate.{c}.{w}" for c in codes for w in ("weight", "bias")}
+        dead |= {f"{last}.hetero.{i}.query.{c}.weight" for i in (0, 1) for c in codes}
+        dead |= {f"{last}.homo.1.vectors.{r}" for r in code_rels}  # order B ends with the homogeneous phase
+    elif fusion == "homo_first":
+        dead |= {f"{last}.hetero.0.query.{c}.weight" for c in codes}
+    else:  # hetero_first, sync
+        dead |= {f"{last}.hetero.0.query.{c}.weight" for c in codes}
+        dead |= {f"{last}.homo.0.vectors.{r}" for r in code_rels}
+        if fusion == "sync":
+            dead |= {f"{last}.hetero.0.key.item.weight", f"{last}.hetero.0.value.item.weight"}
+    return dead
+
+
+@pytest.mark.parametrize("fusion", FUSIONS)
+def test_gradients_reach_every_parameter(data, fusion):
+    """Two layers, so that the first layer's code-node updates reach the item readout through the second."""
+    model = make_model(data, fusion, n_layers=2).train()
+    batch = train_batch(data, model, 48, seed=1)
+    loss = model.calculate_loss(batch)
+    assert torch.isfinite(loss)
+    loss.backward()
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    without = {n for n, p in model.named_parameters()
+               if p.requires_grad and (p.grad is None or not (p.grad != 0).any())}
+    dead = structurally_dead(fusion, 2)
+    assert dead <= names  # the expected names exist, so the comparison below is not vacuous
+    assert without == dead
+    assert (not model.code_emb) if fusion == "id_only" else set(model.code_emb) == {"image", "text"}
+
+
+# ------------------------------------------------------------------------------- batching and readout
+
+
+def test_batched_forward_equals_single_forwards(data):
+    model = make_model(data, "async").eval()
+    histories, _ = sample(data, 8, seed=7)
+    histories[0] = histories[0][-1:]  # a one-item history
+    codes = codes_for(model, data)
+    with torch.no_grad():
+        together = model(make_batch(histories, codes, data.max_len))
+        alone = torch.cat([model(make_batch([h], codes, data.max_len)) for h in histories])
+    assert together.shape == (8, 16)
+    torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-5)
+    # and the rows really differ between histories (no degenerate readout)
+    assert (together[0] - together[1]).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("fusion", ["async", "sync"])
+def test_missing_modality_is_finite(data, fusion):
+    model = make_model(data, fusion).eval()
+    codes = codes_for(model, data)
+    no_image = np.flatnonzero((codes["image"] < 0).all(1))[1:]  # skip the padding row 0
+    assert len(no_image) > 0
+    histories = [no_image[:1], np.concatenate([no_image, [1, 2]]), np.array([1, 2, 3])]
+    no_image_at_all = {**codes, "image": np.full_like(codes["image"], -1)}
+    with torch.no_grad():
+        for table in (codes, no_image_at_all):
+            batch = make_batch(histories, table, data.max_len)
+            assert batch.graph.num_nodes("image") > 0 or table is no_image_at_all
+            out = model(batch)
+            assert out.shape == (3, 16) and torch.isfinite(out).all()
+            scores = model.full_sort_predict(batch)
+            assert torch.isfinite(scores[:, 1:]).all()
+
+
+@pytest.mark.parametrize("fusion", FUSIONS)
+def test_relations_without_edges(data, fusion):
+    """Batches in which whole relations are empty (one-item histories: no next/prev; no image codes at all)."""
+    model = make_model(data, fusion).train()
+    codes = codes_for(model, data)
+    histories, targets = sample(data, 6, seed=9)
+    singles = [h[-1:] for h in histories]
+    tables = [codes] + ([{**codes, "image": np.full_like(codes["image"], -1)}] if codes else [])
+    for table in tables:
+        for hist in (singles, histories):
+            batch = make_batch(hist, table, data.max_len, targets)
+            loss = model.calculate_loss(batch)
+            loss.backward()
+            assert torch.isfinite(loss)
+            assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_three_modalities_run(data):
+    centroids = {**data.centroids, "audio": np.random.default_rng(0).normal(size=(5, 8)).astype(np.float32)}
+    torch.manual_seed(0)
+    model = MMSR(MMSRConfig(dim=16), data.n_items, data.max_len, centroids)
+    assert model.schema.ntypes == ["item", "audio", "image", "text"]
+    audio = np.random.default_rng(1).integers(0, 5, size=(data.n_items, 2))
+    audio[0] = -1
+    histories, targets = sample(data, 16, seed=2)
+    batch = make_batch(histories, {**data.codes, "audio": audio}, data.max_len, targets)
+    model.calculate_loss(batch).backward()
+    assert model.code_emb["audio"].weight.grad.abs().sum() > 0
+
+
+def test_gates_are_distributions(setup_async, data):
+    model, batch, _ = setup_async
+    with torch.no_grad():
+        model(batch)
+    (gates,) = model.gates()
+    assert set(gates) == {"item", "image", "text"}
+    for t, g in gates.items():
+        assert g.shape == (batch.graph.num_nodes(t), 2)
+        torch.testing.assert_close(g.sum(1), torch.ones(len(g)), atol=1e-6, rtol=0)
+        assert ((g > 0) & (g < 1)).all()
+
+
+def test_full_sort_predict_shape_and_padding(setup_async, data):
+    model, batch, _ = setup_async
+    with torch.no_grad():
+        scores = model.full_sort_predict(batch)
+    assert scores.shape == (len(batch), data.n_items)
+    assert torch.isneginf(scores[:, 0]).all()
+    assert torch.isfinite(scores[:, 1:]).all()
+
+
+def test_overfits_a_tiny_dataset(data):
+    model = make_model(data, "async", dim=32, dropout=0.0, attn_dropout=0.0).train()
+    batch = train_batch(data, model, 64, seed=11)
+    optim = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(60):
+        optim.zero_grad()
+        loss = model.calculate_loss(batch)
+        loss.backward()
+        optim.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.3 * losses[0], losses[::10]
+    model.eval()
+    with torch.no_grad():
+        top1 = model.full_sort_predict(batch).argmax(1)
+    assert (top1 == batch.targets).float().mean() > 0.8

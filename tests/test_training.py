@@ -1,0 +1,227 @@
+"""Training, evaluation, checkpoints, resume and recommend (issue 4)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from cli.main import main
+from mmsr_dgl.data.preprocess import Inputs, PreprocessConfig, preprocess
+from mmsr_dgl.errors import UserError
+from mmsr_dgl.training import TrainConfig, evaluate_scores, train
+from mmsr_dgl.training.metrics import mask_seen, metric_sums, pessimistic_rank
+from mmsr_dgl.training.run import load_checkpoint, load_run
+
+TINY = dict(synthetic_users=400, synthetic_items=150, synthetic_groups=8, n_codes=16, pca_dim=16)
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("tiny") / "data"
+    preprocess(PreprocessConfig(**TINY), Inputs(synthetic=True), out, log=lambda m: None)
+    return out
+
+
+def tiny_config(**overrides) -> TrainConfig:
+    return TrainConfig(**{"dim": 32, "epochs": 3, "patience": 3, "batch_size": 128, "lr": 3e-3, **overrides})
+
+
+def run_train(data: Path, out: Path, **overrides) -> dict:
+    return train(tiny_config(**overrides), data, out, echo=lambda m: None, progress=False)
+
+
+# ---- metrics -------------------------------------------------------------------------------------------------
+
+def test_pessimistic_rank_and_metrics_by_hand():
+    inf = float("-inf")
+    scores = torch.tensor([[inf, 0.9, 0.5, 0.5, 0.1],   # target 2 ties with item 3: ranked below it -> rank 2
+                           [inf, 0.9, 0.5, 0.5, 0.1],   # target 1: best -> rank 0
+                           [inf, 0.9, 0.5, 0.5, 0.1]])  # target 4: last of 4 real items -> rank 3
+    ranks = pessimistic_rank(scores, torch.tensor([2, 1, 4]))
+    assert ranks.tolist() == [2, 0, 3]
+    sums = metric_sums(ranks, ks=(1, 3, 20))
+    assert sums["hr@1"] == 1 and sums["hr@3"] == 2 and sums["hr@20"] == 3  # K beyond n_items: all hit
+    assert sums["ndcg@3"] == pytest.approx(1.0 + 1 / np.log2(4))
+    assert sums["mrr@3"] == pytest.approx(1.0 + 1 / 3)
+    assert sums["ndcg@20"] == pytest.approx(1.0 + 1 / np.log2(4) + 1 / np.log2(5))
+    assert sums["mrr@20"] == pytest.approx(1.0 + 1 / 3 + 1 / 4)
+
+
+def test_mask_seen_keeps_the_target():
+    scores = torch.arange(6, dtype=torch.float32)[None].repeat(2, 1)
+    seq = torch.tensor([[0, 2, 3], [0, 0, 5]])
+    masked = mask_seen(scores, seq, torch.tensor([3, 1]))
+    assert masked[0].tolist() == [float("-inf"), 1, float("-inf"), 3, 4, 5]
+    assert masked[1].tolist() == [float("-inf"), 1, 2, 3, 4, float("-inf")]
+
+
+def test_constant_score_model_gets_nothing_for_free(tiny_data):
+    from mmsr_dgl.data import load_processed
+    data = load_processed(tiny_data)
+    metrics = evaluate_scores(np.ones(data.n_items), data, "test")
+    assert metrics["hr@20"] == 0.0 and metrics["ndcg@10"] == 0.0  # at or below the K / n_items of chance
+    popularity = evaluate_scores(data.train_popularity(), data, "test")
+    assert popularity["hr@10"] > 10 / (data.n_items - 1)
+
+
+# ---- training ------------------------------------------------------------------------------------------------
+
+def test_training_learns_and_beats_popularity(tiny_data, tmp_path):
+    results = run_train(tiny_data, tmp_path / "run", epochs=5, patience=5)
+    assert results["test"]["ndcg@10"] > 1.25 * results["popularity_test"]["ndcg@10"]
+    history = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in history] == [1, 2, 3, 4, 5]
+    assert history[-1]["loss"] < history[0]["loss"]
+    saved = (tmp_path / "run" / "config.yaml").read_text()
+    assert "dim: 32" in saved and "train.log" in os.listdir(tmp_path / "run")
+
+
+def test_same_seed_same_metrics(tiny_data, tmp_path):
+    a = run_train(tiny_data, tmp_path / "a", epochs=2)
+    b = run_train(tiny_data, tmp_path / "b", epochs=2)
+    c = run_train(tiny_data, tmp_path / "c", epochs=2, seed=7)
+    assert a["test"] == b["test"] and a["valid"] == b["valid"]
+    assert a["test"] != c["test"]
+
+
+def test_early_stopping_uses_validation_only(tiny_data, tmp_path):
+    results = run_train(tiny_data, tmp_path / "run", epochs=30, patience=1, lr=0.05)
+    history = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert results["stopped_early"] and len(history) < 30
+    scores = [r["valid"]["ndcg@10"] for r in history]
+    assert results["best_epoch"] == int(np.argmax(scores)) + 1
+    assert all("test" not in r for r in history)
+
+
+def test_resume_after_kill_matches_a_straight_run(tiny_data, tmp_path):
+    straight = run_train(tiny_data, tmp_path / "straight", epochs=4, patience=4)
+    run_dir = tmp_path / "killed"
+    args = [sys.executable, "-m", "cli.main", "train", "--data", str(tiny_data), "--out", str(run_dir),
+            "--set", "dim=32", "--set", "patience=4", "--set", "batch_size=128", "--set", "lr=0.003",
+            "--epochs", "4", "--no-progress"]
+    proc = subprocess.Popen(args, cwd=Path(__file__).parents[1], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    metrics = run_dir / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 1):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (run_dir / "results.json").exists(), "the run finished before it could be killed"
+    resumed = train(tiny_config(epochs=4, patience=4), tiny_data, run_dir, resume=True, echo=lambda m: None,
+                    progress=False)
+    assert resumed["test"] == straight["test"]
+    assert resumed["valid"] == straight["valid"]
+
+
+def test_resume_refuses_changed_settings(tiny_data, tmp_path):
+    run_train(tiny_data, tmp_path / "run", epochs=1)
+    with pytest.raises(UserError, match="differ.*dim"):
+        train(tiny_config(epochs=2, dim=16), tiny_data, tmp_path / "run", resume=True, echo=lambda m: None,
+              progress=False)
+    with pytest.raises(UserError, match="already holds a run"):
+        run_train(tiny_data, tmp_path / "run", epochs=1)
+
+
+# ---- checkpoints ---------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def trained_run(tiny_data, tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("trained") / "run"
+    run_train(tiny_data, run_dir, epochs=2)
+    return run_dir
+
+
+def test_checkpoints_load_with_weights_only(trained_run):
+    for name in ("best.pt", "last.pt"):
+        state = torch.load(trained_run / name, weights_only=True)
+        assert "model" in state and state["format"] == 1
+    assert "optimizer" in torch.load(trained_run / "last.pt", weights_only=True)
+
+
+def test_corrupted_and_mismatched_checkpoints_give_clear_errors(trained_run, tmp_path):
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes((trained_run / "best.pt").read_bytes()[:500])
+    with pytest.raises(UserError, match="broken.pt: not a readable checkpoint"):
+        load_checkpoint(broken)
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    config = (trained_run / "config.yaml").read_text().replace("dim: 32", "dim: 16")
+    (copy / "config.yaml").write_text(config)
+    (copy / "best.pt").write_bytes((trained_run / "best.pt").read_bytes())
+    result = CliRunner().invoke(main, ["evaluate", "--run", str(copy)])
+    assert result.exit_code != 0 and "does not match the model" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_evaluate_cli_matches_training_validation(trained_run):
+    result = CliRunner().invoke(main, ["evaluate", "--run", str(trained_run), "--split", "valid"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)
+    valid = json.loads((trained_run / "results.json").read_text())["valid"]
+    assert metrics["ndcg@10"] == pytest.approx(valid["ndcg@10"])
+    assert {f"{m}@{k}" for m in ("hr", "ndcg", "mrr") for k in (5, 10, 20)} <= set(metrics)
+
+
+def test_evaluate_ratio_split(tmp_path):
+    data = tmp_path / "ratio"
+    preprocess(PreprocessConfig(**TINY, split="ratio"), Inputs(synthetic=True), data, log=lambda m: None)
+    results = run_train(data, tmp_path / "run", epochs=1)
+    assert 0 < results["test"]["hr@20"] <= 1
+
+
+# ---- recommend -----------------------------------------------------------------------------------------------
+
+def test_recommend_writes_top_k_without_seen_items(trained_run, tmp_path):
+    out = tmp_path / "recs.tsv"
+    result = CliRunner().invoke(main, ["recommend", "--run", str(trained_run), "--k", "7", "--out", str(out),
+                                       "--exclude-seen"])
+    assert result.exit_code == 0, result.output
+    _, data, _ = load_run(trained_run)
+    rows = [line.split("\t") for line in out.read_text().splitlines()[1:]]
+    assert len(rows) == 7 * len(data.user_ids)
+    asin_to_id = {a: i for i, a in enumerate(data.item_asin.tolist())}
+    by_user = {}
+    for user, rank, item, score in rows:
+        by_user.setdefault(user, []).append((int(rank), asin_to_id[item], float(score)))
+    for u, user in enumerate(data.user_ids[:50]):
+        recs = by_user[user]
+        assert [r for r, _, _ in recs] == list(range(1, 8))
+        assert [s for _, _, s in recs] == sorted((s for _, _, s in recs), reverse=True)
+        assert not set(i for _, i, _ in recs) & set(data.history(u).tolist())
+        assert 0 not in {i for _, i, _ in recs}
+
+
+def test_recommend_jsonl_for_listed_users(trained_run, tmp_path):
+    users = tmp_path / "users.txt"
+    users.write_text("3\n1\n")
+    out = tmp_path / "recs.jsonl"
+    result = CliRunner().invoke(main, ["recommend", "--run", str(trained_run), "--k", "4", "--out", str(out),
+                                       "--users", str(users)])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [line["user"] for line in lines] == ["3", "1"] and all(len(line["items"]) == 4 for line in lines)
+    users.write_text("1\nnobody\n")
+    result = CliRunner().invoke(main, ["recommend", "--run", str(trained_run), "--out", str(out),
+                                       "--users", str(users)])
+    assert result.exit_code != 0 and "line 2: unknown user 'nobody'" in result.output
+
+
+# ---- CLI errors ----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args, message", [
+    (["--set", "dimm=3"], "unknown setting"),
+    (["--set", "dim=abc"], "expected an integer"),
+    (["--set", "fusion=magic"], "is not one of"),
+    (["--device", "cuda"], "--device cuda"),
+])
+def test_train_cli_rejects_bad_settings(tiny_data, tmp_path, args, message):
+    result = CliRunner().invoke(main, ["train", "--data", str(tiny_data), "--out", str(tmp_path / "r"), *args])
+    assert result.exit_code != 0 and message in result.output and "Traceback" not in result.output
