@@ -100,7 +100,9 @@ def train(data_dir, run_dir, config_file, overrides, epochs, threads, device, re
 @click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True)
 @click.option("--exclude-seen/--include-seen", default=None,
               help="Drop history items (never the target) from the ranking; default: the run's setting (off).")
-def evaluate(run_dir, split, checkpoint, exclude_seen) -> None:
+@click.option("--drop", "drops", multiple=True, metavar="MODALITY=RATE",
+              help="At evaluation only, make this share of items lack the modality; repeatable.")
+def evaluate(run_dir, split, checkpoint, exclude_seen, drops) -> None:
     """Full-ranking HR, NDCG and MRR at 5, 10, 20, printed as JSON."""
     import json
 
@@ -108,10 +110,16 @@ def evaluate(run_dir, split, checkpoint, exclude_seen) -> None:
     from mmsr_dgl.training.run import load_run
 
     config, data, model = load_run(run_dir, checkpoint)
+    for drop in drops:
+        modality, sep, rate = drop.partition("=")
+        try:
+            data.drop_codes(modality, float(rate), config.seed + 1)
+        except ValueError:
+            raise UserError(f"--drop {drop!r}: expected MODALITY=RATE, e.g. image=0.5") from None
     exclude = config.exclude_seen if exclude_seen is None else exclude_seen
     metrics = run(model, data, split, config.eval_batch_size, exclude, "cpu")
     click.echo(json.dumps({"split": split, "checkpoint": checkpoint, "exclude_seen": exclude,
-                           "samples": len(data.splits[split][0]), **metrics}, indent=2))
+                           "drop": list(drops), "samples": len(data.splits[split][0]), **metrics}, indent=2))
 
 
 @main.command()

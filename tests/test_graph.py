@@ -117,8 +117,8 @@ def test_schema_relation_groups():
     assert set(schema.homogeneous) & set(schema.heterogeneous) == selfs  # self-loops are in both groups
     assert len(schema.etypes) == len(set(schema.etypes)) == 15
     assert set(schema.etypes) == set(schema.homogeneous) | set(schema.heterogeneous)
-    assert HOMOGENEOUS(("image", "text")) == schema.homogeneous
-    assert HETEROGENEOUS(("image", "text")) == schema.heterogeneous
+    assert HOMOGENEOUS == schema.homogeneous
+    assert HETEROGENEOUS == schema.heterogeneous
     assert set(build_msgraph(HISTORY, CODES, MAX_LEN).canonical_etypes) == set(schema.etypes)
 
 

@@ -83,6 +83,27 @@ def test_training_learns_and_beats_popularity(tiny_data, tmp_path):
     assert "dim: 32" in saved and "train.log" in os.listdir(tmp_path / "run")
 
 
+def test_sasrec_trains_through_the_same_harness(tiny_data, tmp_path):
+    results = run_train(tiny_data, tmp_path / "run", model="sasrec", n_layers=2, epochs=3, dropout=0.1,
+                        attn_dropout=0.1)
+    assert results["test"]["ndcg@10"] > results["popularity_test"]["ndcg@10"]
+    _, _, model = load_run(tmp_path / "run")
+    assert type(model).__name__ == "SASRec"
+
+
+def test_missing_modality_setting_drops_codes(tiny_data, tmp_path):
+    from mmsr_dgl.training.run import load_data
+    full = load_data(tiny_config(), tiny_data)
+    half = load_data(tiny_config(missing_modality="image", missing_rate=0.5), tiny_data)
+    lost = (full.codes["image"][:, 0] >= 0) & (half.codes["image"][:, 0] < 0)
+    assert 0.35 < lost.mean() < 0.65
+    assert np.array_equal(full.codes["text"], half.codes["text"])
+    none = load_data(tiny_config(missing_modality="image", missing_rate=1.0), tiny_data)
+    assert (none.codes["image"] < 0).all()
+    results = run_train(tiny_data, tmp_path / "run", epochs=1, missing_modality="image", missing_rate=1.0)
+    assert 0 < results["test"]["hr@20"] <= 1
+
+
 def test_same_seed_same_metrics(tiny_data, tmp_path):
     a = run_train(tiny_data, tmp_path / "a", epochs=2)
     b = run_train(tiny_data, tmp_path / "b", epochs=2)

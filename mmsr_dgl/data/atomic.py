@@ -12,6 +12,12 @@ from ..errors import UserError
 MARKER = "manifest.json"
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def replace_directory(out: Path):
     """Yield a fresh temporary directory beside `out`; on success it replaces `out`, on failure it is removed.
@@ -23,6 +29,7 @@ def replace_directory(out: Path):
         raise UserError(f"{out}: exists and is not an mmsr-dgl output directory; choose another --out")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the output should be like any new directory
     try:
         yield tmp
     except BaseException:
@@ -45,6 +52,7 @@ def write_file_atomic(path: Path, write) -> None:
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; the result should be like any new file
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

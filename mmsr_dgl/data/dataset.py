@@ -53,6 +53,16 @@ class ProcessedData:
         users, positions = self.splits[split]
         return self.seq_items[self.seq_offsets[users] + positions]
 
+    def drop_codes(self, modality: str, rate: float, seed: int) -> None:
+        """Make a random `rate` share of the items (fixed by `seed`) lack `modality`, as if it were missing."""
+        if modality not in self.codes:
+            raise UserError(f"modality '{modality}' is not in the dataset (it has {self.modalities})")
+        if not 0 <= rate <= 1:
+            raise UserError(f"missing rate for '{modality}' must be in [0, 1], got {rate}")
+        table = self.codes[modality].copy()
+        table[np.random.default_rng([seed, len(table)]).random(len(table)) < rate] = -1
+        self.codes[modality] = table
+
     def train_popularity(self) -> np.ndarray:
         """Interaction counts per item id over the training part of the histories (before validation)."""
         users, positions = self.splits["valid"]

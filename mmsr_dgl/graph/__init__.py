@@ -3,5 +3,5 @@ from .batch import MSGraphBatch, batch_to, make_batch
 from .msgraph import (HETEROGENEOUS, HOMOGENEOUS, MSGraphSchema, build_msgraph, collate_msgraphs,
                       last_item_nodes)
 
-__all__ = ["MSGraphBatch", "batch_to", "make_batch", "HETEROGENEOUS", "HOMOGENEOUS", "MSGraphSchema", "build_msgraph", "collate_msgraphs",
-           "last_item_nodes"]
+__all__ = ["MSGraphBatch", "batch_to", "make_batch", "HETEROGENEOUS", "HOMOGENEOUS", "MSGraphSchema",
+           "build_msgraph", "collate_msgraphs", "last_item_nodes"]

@@ -53,14 +53,9 @@ class MSGraphSchema:
         return list(dict.fromkeys(self.homogeneous + self.heterogeneous))
 
 
-def HOMOGENEOUS(modalities: Sequence[str] = ("image", "text")) -> list[CanonicalEType]:
-    """The homogeneous relation group of a graph with these modalities."""
-    return MSGraphSchema(tuple(modalities)).homogeneous
-
-
-def HETEROGENEOUS(modalities: Sequence[str] = ("image", "text")) -> list[CanonicalEType]:
-    """The heterogeneous relation group (with the self-loops) of a graph with these modalities."""
-    return MSGraphSchema(tuple(modalities)).heterogeneous
+# The two relation groups of the default schema (image and text); other modalities: MSGraphSchema(...).
+HOMOGENEOUS: list[CanonicalEType] = MSGraphSchema().homogeneous
+HETEROGENEOUS: list[CanonicalEType] = MSGraphSchema().heterogeneous
 
 
 def build_msgraph(items: Sequence[int], codes: dict[str, np.ndarray], max_len: int) -> dgl.DGLHeteroGraph:

@@ -5,11 +5,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..graph import MSGraphBatch, MSGraphSchema
 from .layer import MMSRLayer
+from .scoring import FullSortRecommender
 
 
 @dataclass
@@ -32,7 +32,7 @@ def _centroid_init(centroids: np.ndarray, dim: int, std: float) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
-class MMSR(nn.Module):
+class MMSR(FullSortRecommender):
     """Model contract (RecBole's): forward(batch) -> [B, d]; calculate_loss(batch); full_sort_predict(batch).
 
     Scores cover item ids 0..n_items-1 where id 0 is padding and always scores -inf.
@@ -87,11 +87,3 @@ class MMSR(nn.Module):
     def gates(self) -> list[dict[str, torch.Tensor]]:
         """Per layer, node type -> [N_t, 2] update-gate weights (order A, order B) of the last forward."""
         return [layer.gates for layer in self.layers]
-
-    def full_sort_predict(self, batch: MSGraphBatch) -> torch.Tensor:
-        scores = self(batch) @ self.item_emb.weight.T  # [B, n_items]
-        scores[:, 0] = float("-inf")
-        return scores
-
-    def calculate_loss(self, batch: MSGraphBatch) -> torch.Tensor:
-        return F.cross_entropy(self.full_sort_predict(batch), batch.targets)

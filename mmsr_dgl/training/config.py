@@ -5,20 +5,23 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ..errors import UserError
-from ..nn import MMSRConfig
+from ..nn import MMSRConfig, SASRecConfig
 from .metrics import KS, METRICS
 
 
 @dataclass
 class TrainConfig:
-    model: Literal["mmsr"] = "mmsr"
+    model: Literal["mmsr", "sasrec"] = "mmsr"
     dim: int = 64
     n_layers: int = 1
+    n_heads: int = 2  # sasrec only
     fusion: Literal["async", "homo_first", "hetero_first", "sync", "id_only"] = "async"
     dropout: float = 0.2
     attn_dropout: float = 0.1
     code_init: Literal["centroids", "random"] = "centroids"
     modalities: list[str] | None = None  # None: every modality of the dataset
+    missing_modality: str | None = None  # simulate missing data: this modality is dropped ...
+    missing_rate: float = 0.0  # ... for this share of the items, in training and evaluation alike
     epochs: int = 50
     batch_size: int = 256
     lr: float = 1e-3
@@ -36,15 +39,21 @@ class TrainConfig:
         names = {f"{m}@{k}" for m in METRICS for k in KS}
         if self.valid_metric not in names:
             raise UserError(f"setting 'valid_metric': {self.valid_metric!r} is not one of {', '.join(sorted(names))}")
-        for name in ("dim", "n_layers", "epochs", "batch_size", "eval_batch_size", "threads"):
+        for name in ("dim", "n_layers", "n_heads", "epochs", "batch_size", "eval_batch_size", "threads"):
             if getattr(self, name) < 1:
                 raise UserError(f"setting '{name}': must be at least 1")
         for name in ("dropout", "attn_dropout"):
             if not 0 <= getattr(self, name) < 1:
                 raise UserError(f"setting '{name}': must be in [0, 1)")
+        if self.model == "sasrec" and self.dim % self.n_heads:
+            raise UserError(f"settings 'dim' ({self.dim}) must be divisible by 'n_heads' ({self.n_heads})")
         if self.lr <= 0 or self.weight_decay < 0 or self.patience < 1 or self.num_workers < 0:
             raise UserError("settings 'lr' > 0, 'weight_decay' >= 0, 'patience' >= 1, 'num_workers' >= 0 required")
 
     def mmsr(self) -> MMSRConfig:
         return MMSRConfig(dim=self.dim, n_layers=self.n_layers, fusion=self.fusion, dropout=self.dropout,
                           attn_dropout=self.attn_dropout, code_init=self.code_init)
+
+    def sasrec(self) -> SASRecConfig:
+        return SASRecConfig(dim=self.dim, n_layers=self.n_layers, n_heads=self.n_heads, dropout=self.dropout,
+                            attn_dropout=self.attn_dropout)

@@ -7,13 +7,13 @@ from tqdm import tqdm
 
 from ..data import ProcessedData
 from ..graph import batch_to
-from ..nn import MMSR
+from ..nn import Recommender
 from .loader import split_batches
 from .metrics import MetricAccumulator, mask_seen, pessimistic_rank
 
 
 @torch.no_grad()
-def evaluate(model: MMSR, data: ProcessedData, split: str, batch_size: int = 1024, exclude_seen: bool = False,
+def evaluate(model: Recommender, data: ProcessedData, split: str, batch_size: int = 1024, exclude_seen: bool = False,
              device: str = "cpu", num_workers: int = 0, progress: bool = False) -> dict[str, float]:
     """HR, NDCG and MRR at 5/10/20 of `model` on a split ('valid' or 'test'), averaged over its samples."""
     model.eval()

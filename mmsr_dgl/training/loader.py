@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..data import ProcessedData
 from ..graph import MSGraphBatch, make_batch
-from ..nn import MMSR
+from ..nn import Recommender
 
 
 class _Batches(Dataset):
@@ -17,7 +17,8 @@ class _Batches(Dataset):
 
     def __init__(self, data: ProcessedData, codes: dict[str, np.ndarray], users: np.ndarray,
                  ends: np.ndarray | None, targets: np.ndarray | None, order: list[np.ndarray]):
-        self.data, self.codes, self.users, self.ends, self.targets, self.order = data, codes, users, ends, targets, order
+        self.data, self.codes, self.order = data, codes, order
+        self.users, self.ends, self.targets = users, ends, targets
 
     def __len__(self) -> int:
         return len(self.order)
@@ -35,11 +36,11 @@ def _seed_worker(worker_id: int) -> None:
     random.seed(seed)
 
 
-def model_codes(model: MMSR, data: ProcessedData) -> dict[str, np.ndarray]:
+def model_codes(model: Recommender, data: ProcessedData) -> dict[str, np.ndarray]:
     return {m: data.codes[m] for m in model.modalities}
 
 
-def split_batches(data: ProcessedData, model: MMSR, split: str, batch_size: int, *, shuffle_seed=None,
+def split_batches(data: ProcessedData, model: Recommender, split: str, batch_size: int, *, shuffle_seed=None,
                   num_workers: int = 0, with_targets: bool = True) -> DataLoader:
     """Batches of one split; shuffled by np.random.default_rng(shuffle_seed) when a seed is given."""
     users, ends = data.splits[split]
@@ -51,7 +52,7 @@ def split_batches(data: ProcessedData, model: MMSR, split: str, batch_size: int,
     return _loader(_Batches(data, model_codes(model, data), users, ends, targets, order), num_workers)
 
 
-def user_batches(data: ProcessedData, model: MMSR, users: np.ndarray, batch_size: int,
+def user_batches(data: ProcessedData, model: Recommender, users: np.ndarray, batch_size: int,
                  num_workers: int = 0) -> DataLoader:
     """Batches of whole histories (for recommendation)."""
     order = [np.arange(i, min(i + batch_size, len(users))) for i in range(0, len(users), batch_size)]
@@ -60,5 +61,4 @@ def user_batches(data: ProcessedData, model: MMSR, users: np.ndarray, batch_size
 
 def _loader(dataset: _Batches, num_workers: int) -> DataLoader:
     return DataLoader(dataset, batch_size=None, shuffle=False, num_workers=num_workers,
-                      worker_init_fn=_seed_worker if num_workers else None,
-                      persistent_workers=False)
+                      worker_init_fn=_seed_worker if num_workers else None)

@@ -11,7 +11,7 @@ from ..data import ProcessedData
 from ..data.atomic import write_file_atomic
 from ..errors import UserError
 from ..graph import batch_to
-from ..nn import MMSR
+from ..nn import Recommender
 from .loader import user_batches
 from .metrics import mask_seen
 
@@ -35,7 +35,7 @@ def read_user_list(path: Path, data: ProcessedData) -> np.ndarray:
 
 
 @torch.no_grad()
-def recommend(model: MMSR, data: ProcessedData, users: np.ndarray, k: int, exclude_seen: bool,
+def recommend(model: Recommender, data: ProcessedData, users: np.ndarray, k: int, exclude_seen: bool,
               batch_size: int = 1024, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
     """Item ids [U, k] and scores [U, k], best first, for each user from their whole history."""
     model.eval()

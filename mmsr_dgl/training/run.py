@@ -12,14 +12,24 @@ from ..config import build_config
 from ..data import ProcessedData, load_processed
 from ..data.atomic import write_file_atomic
 from ..errors import UserError
-from ..nn import MMSR
+from ..nn import MMSR, Recommender, SASRec
 from .config import TrainConfig
 
 CHECKPOINT_FORMAT = 1
 CONFIG_FILE = "config.yaml"
 
 
-def build_model(config: TrainConfig, data: ProcessedData) -> MMSR:
+def load_data(config: TrainConfig, data_dir: Path) -> ProcessedData:
+    """The dataset as this configuration sees it (with `missing_modality` dropped for `missing_rate` of items)."""
+    data = load_processed(data_dir)
+    if config.missing_modality is not None:
+        data.drop_codes(config.missing_modality, config.missing_rate, config.seed)
+    return data
+
+
+def build_model(config: TrainConfig, data: ProcessedData) -> Recommender:
+    if config.model == "sasrec":
+        return SASRec(config.sasrec(), data.n_items, data.max_len)
     missing = set(config.modalities or []) - set(data.modalities)
     if missing:
         raise UserError(f"setting 'modalities': {sorted(missing)} not in the dataset (it has {data.modalities})")
@@ -43,7 +53,7 @@ def load_checkpoint(path: Path) -> dict:
     return state
 
 
-def restore_model(model: MMSR, state: dict, path: Path) -> None:
+def restore_model(model: Recommender, state: dict, path: Path) -> None:
     try:
         model.load_state_dict(state["model"])
     except (RuntimeError, KeyError) as err:
@@ -56,7 +66,7 @@ def write_run_config(run_dir: Path, config: TrainConfig, data_dir: Path, fingerp
     write_file_atomic(run_dir / CONFIG_FILE, lambda tmp: tmp.write_text(yaml.safe_dump(payload, sort_keys=False)))
 
 
-def load_run(run_dir: Path, checkpoint: str = "best") -> tuple[TrainConfig, ProcessedData, MMSR]:
+def load_run(run_dir: Path, checkpoint: str = "best") -> tuple[TrainConfig, ProcessedData, Recommender]:
     """Config, dataset and model (weights from `checkpoint`: best or last) of a finished or running run."""
     run_dir = Path(run_dir)
     path = run_dir / CONFIG_FILE
@@ -64,7 +74,7 @@ def load_run(run_dir: Path, checkpoint: str = "best") -> tuple[TrainConfig, Proc
         raise UserError(f"{run_dir}: no {CONFIG_FILE}; is this a run directory made by `mmsr-dgl train`?")
     payload = yaml.safe_load(path.read_text())
     config = build_config(TrainConfig, base=payload["config"])
-    data = load_processed(payload["data"])
+    data = load_data(config, payload["data"])
     if data.manifest["fingerprint"] != payload["data_fingerprint"]:
         raise UserError(f"{payload['data']}: dataset changed since this run was trained (fingerprint mismatch)")
     model = build_model(config, data)

@@ -14,14 +14,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..data import ProcessedData, load_processed
+from ..data import ProcessedData
 from ..data.atomic import write_file_atomic
 from ..errors import UserError
 from ..graph import batch_to
 from .config import TrainConfig
 from .evaluate import evaluate, evaluate_scores
 from .loader import split_batches
-from .run import (CONFIG_FILE, build_model, load_checkpoint, read_json, restore_model, save_checkpoint,
+from .run import (CONFIG_FILE, build_model, load_checkpoint, load_data, read_json, restore_model, save_checkpoint,
                   write_run_config)
 
 RESULTS = "results.json"
@@ -77,7 +77,7 @@ def train(config: TrainConfig, data_dir: Path, run_dir: Path, resume: bool = Fal
           echo: Callable[[str], None] = print, progress: bool = True) -> dict:
     """Train into `run_dir` (or continue it with `resume`); returns the contents of results.json."""
     run_dir = Path(run_dir)
-    data = load_processed(data_dir)
+    data = load_data(config, data_dir)
     device = resolve_device(config.device)
     if not resume and (run_dir / CONFIG_FILE).exists():
         raise UserError(f"{run_dir}: already holds a run; use --resume to continue it or choose another --out")

@@ -1,0 +1,76 @@
+"""Tables (Markdown) and a plot (PNG) from the summaries that benchmarks/suite.py writes.
+
+    python benchmarks/report.py [--split loo] > /tmp/tables.md     # needs matplotlib for the plot
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+COLUMNS = [f"{m}@{k}" for k in (5, 10, 20) for m in ("hr", "ndcg", "mrr")]
+
+
+def load(split: str) -> dict[str, list[dict]]:
+    runs = defaultdict(list)
+    for path in sorted((ROOT / "benchmarks" / "results" / split).glob("*.json")):
+        summary = json.loads(path.read_text())
+        runs[summary["experiment"]].append(summary)
+    return runs
+
+
+def table(runs: dict[str, list[dict]]) -> str:
+    head = ["model", "seeds", *COLUMNS, "best epoch", "s/epoch", "eval s", "peak GB"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, summaries in runs.items():
+        cells = [name, str(len(summaries)) if name != "popularity" else "-"]
+        for column in COLUMNS:
+            values = np.array([s["test"][column] for s in summaries])
+            std = f" ± {values.std(ddof=1):.4f}" if len(values) > 1 else ""
+            cells.append(f"{values.mean():.4f}{std}")
+        for key in ("best_epoch", "seconds_per_epoch", "eval_seconds", "peak_rss_gb"):
+            values = [s[key] for s in summaries if key in s]
+            cells.append(f"{np.mean(values):.1f}" if values else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot(runs: dict[str, list[dict]], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, summaries in runs.items():
+        for s in summaries:
+            if "valid_ndcg10_per_epoch" in s:
+                curve = s["valid_ndcg10_per_epoch"]
+                ax.plot(range(1, len(curve) + 1), curve, label=f"{name} (seed {s['seed']})")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation NDCG@10")
+    ax.set_title("Amazon Toys, leave-one-out, full ranking")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--split", default="loo")
+    parser.add_argument("--plot", type=Path, default=ROOT / "benchmarks" / "results" / "valid_ndcg10.png")
+    args = parser.parse_args()
+    runs = load(args.split)
+    print(table(runs))
+    try:
+        plot(runs, args.plot)
+        print(f"\n(plot written to {args.plot.relative_to(ROOT)})")
+    except ImportError:
+        print("\n(no plot: pip install matplotlib)")
+
+
+if __name__ == "__main__":
+    main()

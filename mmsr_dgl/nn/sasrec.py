@@ -1,0 +1,59 @@
+"""SASRec (Kang & McAuley 2018), ID-only self-attention baseline, as RecBole configures it.
+
+It follows the same contract as MMSR and reads only `batch.seq` (left-padded item ids), so it trains and
+evaluates through the same trainer and metrics.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..graph import MSGraphBatch
+from .scoring import FullSortRecommender
+
+
+@dataclass
+class SASRecConfig:
+    dim: int = 64
+    n_layers: int = 2
+    n_heads: int = 2
+    dropout: float = 0.5
+    attn_dropout: float = 0.5
+
+
+class SASRec(FullSortRecommender):
+    modalities: list[str] = []  # builds graphs without modality nodes: it does not read them
+
+    def __init__(self, config: SASRecConfig, n_items: int, max_len: int):
+        super().__init__()
+        d = config.dim
+        self.n_heads = config.n_heads
+        self.item_emb = nn.Embedding(n_items, d, padding_idx=0)
+        self.pos_emb = nn.Embedding(max_len, d)
+        self.norm = nn.LayerNorm(d)
+        self.dropout = nn.Dropout(config.dropout)
+        layer = nn.TransformerEncoderLayer(d, config.n_heads, 4 * d, config.dropout, activation="gelu",
+                                           batch_first=True)
+        layer.self_attn.dropout = config.attn_dropout
+        self.encoder = nn.TransformerEncoder(layer, config.n_layers, enable_nested_tensor=False)
+        self.apply(self._init)
+
+    @staticmethod
+    def _init(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def forward(self, batch: MSGraphBatch) -> torch.Tensor:
+        seq = batch.seq  # [B, L], left-padded
+        B, L = seq.shape
+        x = self.item_emb(seq) + self.pos_emb.weight[None]  # [B, L, d]
+        x = self.dropout(self.norm(x))
+        causal = torch.ones(L, L, dtype=torch.bool, device=seq.device).tril()
+        # position i sees real items j <= i; a padding position sees itself, so no row is empty
+        allowed = causal[None] & ((seq != 0)[:, None, :] | torch.eye(L, dtype=torch.bool, device=seq.device))
+        mask = (~allowed).repeat_interleave(self.n_heads, dim=0)  # [B * heads, L, L], True = blocked
+        return self.encoder(x, mask=mask)[:, -1]  # [B, d]: the most recent position
