@@ -32,6 +32,8 @@ def _features(values: tuple[str, ...]) -> dict[str, Path]:
         modality, sep, path = value.partition("=")
         if not sep or not modality.isidentifier():
             raise UserError(f"--features {value!r}: expected MODALITY=FILE, e.g. image=image.npy")
+        if modality == "item":
+            raise UserError("--features: 'item' is the item node type; name the modality otherwise")
         if modality in features:
             raise UserError(f"--features: modality '{modality}' given twice")
         features[modality] = Path(path)
@@ -79,6 +81,7 @@ def train(data_dir, run_dir, config_file, overrides, epochs, threads, device, re
 
     from mmsr_dgl.config import build_config
     from mmsr_dgl.training import TrainConfig, train as run
+    from mmsr_dgl.data import load_processed
     from mmsr_dgl.training.run import remove_run
 
     shorthands = [f"{k}={v}" for k, v in (("epochs", epochs), ("threads", threads), ("device", device))
@@ -87,6 +90,7 @@ def train(data_dir, run_dir, config_file, overrides, epochs, threads, device, re
     if overwrite and resume:
         raise UserError("--overwrite and --resume exclude each other")
     if overwrite:
+        load_processed(data_dir)  # a bad --data must fail before the earlier run is deleted
         remove_run(run_dir)
     progress = sys.stderr.isatty() if progress is None else progress
     results = run(config, data_dir, run_dir, resume=resume, echo=lambda m: click.echo(m, err=True),

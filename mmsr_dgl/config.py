@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -61,9 +62,14 @@ def _check_type(name: str, value: Any, kind: Any) -> Any:
             return value
         raise UserError(f"setting '{name}': expected an integer, got {value!r}")
     if kind is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
             return float(value)
-        raise UserError(f"setting '{name}': expected a number, got {value!r}")
+        raise UserError(f"setting '{name}': expected a finite number, got {value!r}")
     if kind is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)

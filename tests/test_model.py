@@ -269,18 +269,14 @@ def structurally_dead(fusion: str, n_layers: int) -> set[str]:
 
     In the last layer, whatever only shapes code-node outputs is unused: the code types' LayerNorms (and gates),
     queries of code destinations in a final phase, and under sync/hetero_first the homogeneous vectors of code
-    relations (under sync also the item key/value, which only serve item -> code edges). Under id_only the
-    heterogeneous group holds only self-loops (one in-edge per node, softmax identically 1), so in every layer
-    its query/key are unused and order A reduces to V h, leaving order A's homogeneous vectors unused too.
+    relations (under sync also the item key/value, which only serve item -> code edges). id_only runs a
+    homogeneous-only layer on item nodes, so every parameter it has is used.
     """
     codes = ("image", "text")
     code_rels = [f"{c}|{r}|{c}" for c in codes for r in ("next", "prev", "self")]
     last = f"layers.{n_layers - 1}"
     if fusion == "id_only":
-        return {f"layers.{k}.{name}" for k in range(n_layers)
-                for name in ["homo.0.vectors.item|next|item", "homo.0.vectors.item|prev|item",
-                             "homo.0.vectors.item|self|item",
-                             *(f"hetero.{i}.{w}.item.weight" for i in (0, 1) for w in ("query", "key"))]}
+        return set()
     dead = {f"{last}.norm.{c}.{w}" for c in codes for w in ("weight", "bias")}
     if fusion == "async":
         dead |= {f"{last}.gate.{c}.{w}" for c in codes for w in ("weight", "bias")}

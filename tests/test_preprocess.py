@@ -347,6 +347,15 @@ BAD_INPUTS = {  # name -> (args builder, fragments the error message must contai
                       ["ratings.csv", "line 2", "timestamp"]),
     "short CSV row": (lambda p: ["--interactions", _ratings(p, "u1,a,5\n")], ["ratings.csv", "line 1"]),
     "two input kinds": (lambda p: _seq(p) + ["--synthetic"], ["exactly one of"]),
+    "empty id in CSV": (lambda p: ["--interactions", _ratings(p, "u1,a,5,1\nu1,,5,2\n")],
+                        ["ratings.csv", "line 2", "empty"]),
+    "unknown item in CSV": (lambda p: ["--interactions", _ratings(p, "u1,a,5,1\nu2,zz,5,2\n"),
+                                       "--items", _items(p, "item_id\na\n")],
+                            ["ratings.csv", "user u2 (first at line 2)", "'zz'"]),
+    "bad synthetic setting": (lambda p: ["--synthetic", "--set", "synthetic_mean_length=2"],
+                              ["synthetic_mean_length", "out of range"]),
+    "negative noise": (lambda p: ["--synthetic", "--set", "synthetic_noise=-1"], ["synthetic_noise"]),
+    "modality named item": (lambda p: _seq(p) + ["--features", f"item={p / 'x.npy'}"], ["'item'"]),
 }
 
 

@@ -62,6 +62,12 @@ def test_mask_seen_keeps_the_target():
     assert masked[1].tolist() == [float("-inf"), 1, 2, 3, 4, float("-inf")]
 
 
+def test_nan_scores_rank_last():
+    nan, inf = float("nan"), float("-inf")
+    scores = torch.tensor([[inf, 1.0, nan, 0.5], [inf, nan, nan, nan]])
+    assert pessimistic_rank(scores, torch.tensor([3, 2])).tolist() == [2, 3]
+
+
 def test_constant_score_model_gets_nothing_for_free(tiny_data):
     from mmsr_dgl.data import load_processed
     data = load_processed(tiny_data)
@@ -112,13 +118,18 @@ def test_same_seed_same_metrics(tiny_data, tmp_path):
     assert a["test"] != c["test"]
 
 
-def test_early_stopping_uses_validation_only(tiny_data, tmp_path):
+def test_early_stopping_uses_validation_only(tiny_data, tmp_path, monkeypatch):
+    from mmsr_dgl.training import trainer
+    calls = []
+    real = trainer.evaluate
+    monkeypatch.setattr(trainer, "evaluate", lambda model, data, split, *a, **k: (
+        calls.append(split), real(model, data, split, *a, **k))[1])
     results = run_train(tiny_data, tmp_path / "run", epochs=30, patience=1, lr=0.05)
     history = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert results["stopped_early"] and len(history) < 30
     scores = [r["valid"]["ndcg@10"] for r in history]
     assert results["best_epoch"] == int(np.argmax(scores)) + 1
-    assert all("test" not in r for r in history)
+    assert calls == ["valid"] * len(history) + ["test"]  # the test split is looked at once, at the very end
 
 
 def test_resume_after_kill_matches_a_straight_run(tiny_data, tmp_path):
@@ -140,6 +151,32 @@ def test_resume_after_kill_matches_a_straight_run(tiny_data, tmp_path):
                     progress=False)
     assert resumed["test"] == straight["test"]
     assert resumed["valid"] == straight["valid"]
+
+
+def test_resume_before_the_first_checkpoint_starts_again(tiny_data, tmp_path):
+    straight = run_train(tiny_data, tmp_path / "straight", epochs=2)
+    run_dir = tmp_path / "early"
+    run_train(tiny_data, run_dir, epochs=2)
+    for name in ("last.pt", "best.pt", "results.json", "metrics.jsonl"):
+        (run_dir / name).unlink()  # as if killed during epoch 1: only config.yaml and train.log exist
+    resumed = train(tiny_config(epochs=2), tiny_data, run_dir, resume=True, echo=lambda m: None, progress=False)
+    assert resumed["test"] == straight["test"]
+
+
+def test_resume_with_more_epochs_recomputes_the_results(tiny_data, tmp_path):
+    first = run_train(tiny_data, tmp_path / "run", epochs=1)
+    more = train(tiny_config(epochs=3), tiny_data, tmp_path / "run", resume=True, echo=lambda m: None,
+                 progress=False)
+    assert first["epochs_run"] == 1 and more["epochs_run"] == 3
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["epochs_run"] == 3
+
+
+def test_overwrite_keeps_the_old_run_when_data_is_bad(tiny_data, tmp_path):
+    run_train(tiny_data, tmp_path / "run", epochs=1)
+    result = CliRunner().invoke(main, ["train", "--data", str(tmp_path / "nowhere"), "--out",
+                                       str(tmp_path / "run"), "--overwrite"])
+    assert result.exit_code != 0 and "nowhere" in result.output
+    assert (tmp_path / "run" / "best.pt").exists() and (tmp_path / "run" / "results.json").exists()
 
 
 def test_resume_refuses_changed_settings(tiny_data, tmp_path):
@@ -220,6 +257,22 @@ def test_recommend_writes_top_k_without_seen_items(trained_run, tmp_path):
         assert 0 not in {i for _, i, _ in recs}
 
 
+def test_exclude_seen_covers_histories_longer_than_max_len(tmp_path):
+    data_dir = tmp_path / "short"
+    preprocess(PreprocessConfig(**TINY, max_len=3), Inputs(synthetic=True), data_dir, log=lambda m: None)
+    run_train(data_dir, tmp_path / "run", epochs=1)
+    out = tmp_path / "recs.jsonl"
+    result = CliRunner().invoke(main, ["recommend", "--run", str(tmp_path / "run"), "--k", "20", "--out", str(out),
+                                       "--exclude-seen"])
+    assert result.exit_code == 0, result.output
+    _, data, _ = load_run(tmp_path / "run")
+    asin_to_id = {a: i for i, a in enumerate(data.item_asin.tolist())}
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert max(len(data.history(u)) for u in range(len(lines))) > 3 * data.max_len
+    for u, line in enumerate(lines):
+        assert not {asin_to_id[a] for a in line["items"]} & set(data.history(u).tolist())
+
+
 def test_recommend_jsonl_for_listed_users(trained_run, tmp_path):
     users = tmp_path / "users.txt"
     users.write_text("3\n1\n")
@@ -237,10 +290,16 @@ def test_recommend_jsonl_for_listed_users(trained_run, tmp_path):
 
 # ---- CLI errors ----------------------------------------------------------------------------------------------
 
+def test_scientific_notation_settings_parse():
+    from mmsr_dgl.config import build_config
+    assert build_config(TrainConfig, overrides=["lr=1e-3", "weight_decay=5E-5"]).lr == 0.001
+
+
 @pytest.mark.parametrize("args, message", [
     (["--set", "dimm=3"], "unknown setting"),
     (["--set", "dim=abc"], "expected an integer"),
     (["--set", "fusion=magic"], "is not one of"),
+    (["--set", "lr=abc"], "expected a finite number"),
     (["--device", "cuda"], "--device cuda"),
 ])
 def test_train_cli_rejects_bad_settings(tiny_data, tmp_path, args, message):

@@ -42,7 +42,8 @@ class PreprocessConfig:
     synthetic_stay: float = SyntheticSpec.stay
     synthetic_image_sequential: float = SyntheticSpec.image_sequential
     synthetic_text_sequential: float = SyntheticSpec.text_sequential
-    synthetic_cross_modal: float = SyntheticSpec.cross_modal
+    synthetic_image_cross_modal: float = SyntheticSpec.image_cross_modal
+    synthetic_text_cross_modal: float = SyntheticSpec.text_cross_modal
     synthetic_noise: float = SyntheticSpec.noise
     synthetic_missing_image: float = SyntheticSpec.missing_image
     synthetic_missing_text: float = SyntheticSpec.missing_text
@@ -52,7 +53,13 @@ class PreprocessConfig:
         checks = {"k_core": self.k_core >= 0, "max_len": self.max_len >= 1, "pca_dim": self.pca_dim >= 1,
                   "n_codes": self.n_codes >= 1, "codes_per_item": self.codes_per_item >= 1,
                   "test_ratio": 0 < self.test_ratio < 1, "synthetic_users": self.synthetic_users >= 1,
-                  "synthetic_items": self.synthetic_items >= self.synthetic_groups >= 4}
+                  "synthetic_items": self.synthetic_items >= self.synthetic_groups >= 4,
+                  "synthetic_styles": self.synthetic_styles >= 1,
+                  "synthetic_mean_length": self.synthetic_mean_length >= 5,
+                  "synthetic_stay": 0 <= self.synthetic_stay <= 1, "synthetic_noise": self.synthetic_noise >= 0,
+                  "synthetic_missing_image": 0 <= self.synthetic_missing_image < 1,
+                  "synthetic_missing_text": 0 <= self.synthetic_missing_text < 1,
+                  "seed": 0 <= self.seed < 2 ** 32, "synthetic_seed": 0 <= self.synthetic_seed < 2 ** 32}
         for name, ok in checks.items():
             if not ok:
                 raise UserError(f"setting '{name}': value {getattr(self, name)!r} is out of range")
@@ -118,7 +125,8 @@ def preprocess(config: PreprocessConfig, inputs: Inputs, out: str | Path,
     """Build the dataset directory `out`; returns its manifest. Does nothing when `out` is up to date."""
     inputs.check()
     out = Path(out)
-    settings = dataclasses.asdict(config)
+    settings = {k: v for k, v in dataclasses.asdict(config).items()
+                if inputs.synthetic or not k.startswith("synthetic_")}
     described = inputs.describe()
     fingerprint = hashlib.sha256(json.dumps([FORMAT_VERSION, settings, described], sort_keys=True)
                                  .encode()).hexdigest()

@@ -75,21 +75,28 @@ def read_sequences(path: str | Path) -> RawData:
     return RawData(users=users, histories=histories, origin=origin)
 
 
-def _read_recbole_inter(path: Path, header: list[str], rows) -> tuple[list, list, list]:
+def _check_ids(path: Path, line_no: int, user: str, item: str) -> None:
+    if not user.strip() or not item.strip():
+        raise UserError(f"{path}, line {line_no}: empty user or item id")
+
+
+def _read_recbole_inter(path: Path, header: list[str], rows) -> tuple[list, list, list, list]:
     names = [h.split(":", 1)[0] for h in header]
     for required in ("user_id", "item_id"):
         if required not in names:
             raise UserError(f"{path}, line 1: header has no '{required}' column (found {', '.join(names)})")
     u_col, i_col = names.index("user_id"), names.index("item_id")
     t_col = names.index("timestamp") if "timestamp" in names else None
-    users, items, times = [], [], []
+    users, items, times, lines = [], [], [], []
     for line_no, row in rows:
         if len(row) != len(names):
             raise UserError(f"{path}, line {line_no}: expected {len(names)} tab-separated fields, got {len(row)}")
+        _check_ids(path, line_no, row[u_col], row[i_col])
         users.append(row[u_col])
         items.append(row[i_col])
         times.append(_parse_time(path, line_no, row[t_col]) if t_col is not None else 0.0)
-    return users, items, times
+        lines.append(line_no)
+    return users, items, times, lines
 
 
 def _parse_time(path: Path, line_no: int, text: str) -> float:
@@ -114,27 +121,31 @@ def read_interactions(path: str | Path) -> RawData:
             reader = csv.reader(handle, delimiter="\t")
             header = next(reader)
             rows = ((n, r) for n, r in enumerate(reader, 2) if r)
-            users, items, times = _read_recbole_inter(path, header, rows)
+            users, items, times, lines = _read_recbole_inter(path, header, rows)
         else:
-            users, items, times = [], [], []
+            users, items, times, lines = [], [], [], []
             for line_no, row in enumerate(csv.reader(handle), 1):
                 if not row:
                     continue
                 if len(row) != 4:
                     raise UserError(f"{path}, line {line_no}: expected 'user,item,rating,timestamp', "
                                     f"got {len(row)} fields")
+                _check_ids(path, line_no, row[0], row[1])
                 users.append(row[0])
                 items.append(row[1])
                 times.append(_parse_time(path, line_no, row[3]))
+                lines.append(line_no)
     if not users:
         raise UserError(f"{path}: no interactions in the file")
     order = np.argsort(np.asarray(times), kind="stable")  # ties keep file order
     by_user: dict[str, list[str]] = {}
     for index in order:
         by_user.setdefault(users[index], []).append(items[index])
-    first_seen = list(dict.fromkeys(users))
-    return RawData(users=first_seen, histories=[by_user[u] for u in first_seen],
-                   origin=[f"{path}, user {u}" for u in first_seen])
+    first_line = {}
+    for user, line_no in zip(users, lines):
+        first_line.setdefault(user, line_no)
+    return RawData(users=list(first_line), histories=[by_user[u] for u in first_line],
+                   origin=[f"{path}, user {u} (first at line {n})" for u, n in first_line.items()])
 
 
 @_text_file
@@ -192,9 +203,9 @@ def read_features(path: str | Path, modality: str, n_rows: int | None) -> np.nda
     partial = nan.any(axis=1) & ~nan.all(axis=1)
     if partial.any():
         row = int(np.flatnonzero(partial)[0])
-        raise UserError(f"{path}: row {row} of '{modality}' has NaN values in some columns only "
+        raise UserError(f"{path}: row {row} (0-based) of '{modality}' has NaN values in some columns only "
                         "(a row of all NaN or all zeros marks a missing modality)")
     if np.isinf(matrix).any():
         row = int(np.flatnonzero(np.isinf(matrix).any(axis=1))[0])
-        raise UserError(f"{path}: row {row} of '{modality}' has infinite values")
+        raise UserError(f"{path}: row {row} (0-based) of '{modality}' has infinite values")
     return matrix

@@ -27,7 +27,8 @@ class SyntheticSpec:
     stay: float = 0.3  # probability of staying in the current group
     image_sequential: float = 1.0
     text_sequential: float = 0.6
-    cross_modal: float = 0.8
+    image_cross_modal: float = 0.8
+    text_cross_modal: float = 0.8
     noise: float = 0.7
     missing_image: float = 0.03
     missing_text: float = 0.02
@@ -59,17 +60,17 @@ def generate(spec: SyntheticSpec) -> RawData:
             g = g if rng.random() < spec.stay else successors[g][rng.choice(3, p=move)]
         histories.append([str(i) for i in seq])
 
-    def modality(dim: int, sequential: float, missing: float) -> tuple[np.ndarray, np.ndarray]:
+    def modality(dim: int, sequential: float, cross_modal: float, missing: float) -> tuple[np.ndarray, np.ndarray]:
         group_vec = rng.normal(size=(spec.groups, dim))
         style_vec = rng.normal(size=(spec.styles, dim))
-        x = sequential * group_vec[group] + spec.cross_modal * style_vec[style]
+        x = sequential * group_vec[group] + cross_modal * style_vec[style]
         x = x + spec.noise * rng.normal(size=(spec.items, dim))
         has = rng.random(spec.items) >= missing
         x[~has] = 0.0
         return x.astype(np.float32), has
 
-    image, has_image = modality(spec.image_dim, spec.image_sequential, spec.missing_image)
-    text, has_text = modality(spec.text_dim, spec.text_sequential, spec.missing_text)
+    image, has_image = modality(spec.image_dim, spec.image_sequential, spec.image_cross_modal, spec.missing_image)
+    text, has_text = modality(spec.text_dim, spec.text_sequential, spec.text_cross_modal, spec.missing_text)
     ids = [str(i) for i in range(1, spec.items + 1)]
     table = ItemTable(ids=ids, asin=[f"SYN{i:06d}" for i in range(1, spec.items + 1)],
                       has={"image": has_image, "text": has_text})

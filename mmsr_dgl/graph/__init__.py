@@ -1,4 +1,4 @@
-"""MSGraph: each user history as a DGL heterograph of items and modality codes. Depends on DGL only."""
+"""MSGraph: each user history as a DGL heterograph of items and modality codes (needs DGL, NumPy, PyTorch only)."""
 from .batch import MSGraphBatch, batch_to, make_batch
 from .msgraph import (HETEROGENEOUS, HOMOGENEOUS, MSGraphSchema, build_msgraph, collate_msgraphs,
                       last_item_nodes)

@@ -16,34 +16,51 @@ class MSGraphBatch:
     graph: dgl.DGLHeteroGraph  # all relations
     homo: dgl.DGLHeteroGraph  # view with the homogeneous relations only
     hetero: dgl.DGLHeteroGraph  # view with the heterogeneous relations (and self-loops) only
+    joint: dgl.DGLHeteroGraph  # view with every relation that has edges (one softmax over all, for 'sync')
     last: torch.Tensor  # int64 [B]: item node of each history's most recent item
     seq: torch.Tensor  # int64 [B, max_len]: the histories, left-padded with 0
     targets: torch.Tensor | None = None  # int64 [B]
+    seen: torch.Tensor | None = None  # int64 [B, S]: every item of the untruncated histories, 0-padded
 
     def __len__(self) -> int:
         return len(self.last)
 
 
+def pad_left(histories: Sequence[np.ndarray], width: int | None = None) -> torch.Tensor:
+    """int64 [B, width] with each history right-aligned (most recent item last) and 0-padded on the left."""
+    width = width or max(len(h) for h in histories)
+    out = np.zeros((len(histories), width), dtype=np.int64)
+    for row, history in enumerate(histories):
+        history = history[-width:]
+        out[row, width - len(history):] = history
+    return torch.from_numpy(out)
+
+
 def make_batch(histories: Sequence[np.ndarray], codes: dict[str, np.ndarray], max_len: int,
-               targets: np.ndarray | None = None) -> MSGraphBatch:
-    """Build everything a model needs for these histories; graph construction happens here, never in forward."""
+               targets: np.ndarray | None = None, seen: Sequence[np.ndarray] | None = None) -> MSGraphBatch:
+    """Build everything a model needs for these histories; graph construction happens here, never in forward.
+
+    The group views keep only the relations that have edges in this batch (DGL's heterograph kernels reject
+    empty relations), so layers never need to build a graph themselves.
+    """
     schema = MSGraphSchema(tuple(codes))
     graph = collate_msgraphs(histories, codes, max_len)
-    seq = np.zeros((len(histories), max_len), dtype=np.int64)
-    for row, history in enumerate(histories):
-        history = history[-max_len:]
-        seq[row, max_len - len(history):] = history
+    present = {rel for rel in graph.canonical_etypes if graph.num_edges(rel)}
     return MSGraphBatch(
         graph=graph,
-        homo=dgl.edge_type_subgraph(graph, schema.homogeneous),
-        hetero=dgl.edge_type_subgraph(graph, schema.heterogeneous),
+        homo=dgl.edge_type_subgraph(graph, [r for r in schema.homogeneous if r in present]),
+        hetero=dgl.edge_type_subgraph(graph, [r for r in schema.heterogeneous if r in present]),
+        joint=dgl.edge_type_subgraph(graph, [r for r in schema.etypes if r in present]),
         last=last_item_nodes(graph),
-        seq=torch.from_numpy(seq),
-        targets=None if targets is None else torch.as_tensor(np.asarray(targets), dtype=torch.int64))
+        seq=pad_left(histories, max_len),
+        targets=None if targets is None else torch.as_tensor(np.asarray(targets), dtype=torch.int64),
+        seen=None if seen is None else pad_left(seen))
 
 
 def batch_to(batch: MSGraphBatch, device: torch.device | str) -> MSGraphBatch:
     """The same batch on another device."""
     move = (lambda x: None if x is None else x.to(device))
     return MSGraphBatch(graph=batch.graph.to(device), homo=batch.homo.to(device), hetero=batch.hetero.to(device),
-                        last=batch.last.to(device), seq=batch.seq.to(device), targets=move(batch.targets))
+                        joint=batch.joint.to(device),
+                        last=batch.last.to(device), seq=batch.seq.to(device), targets=move(batch.targets),
+                        seen=move(batch.seen))

@@ -28,11 +28,11 @@ class HomogeneousAttention(nn.Module):
                                          for r in relations})
 
     def logits(self, g: dgl.DGLHeteroGraph, h: Feats) -> dict[EType, torch.Tensor]:
-        out = {}
+        out, present = {}, set(g.canonical_etypes)
         with g.local_scope():
             for rel in self.relations:
                 src, _, dst = rel
-                if g.num_edges(rel) == 0:
+                if rel not in present:
                     continue
                 g.srcnodes[src].data["k"] = h[src] * self.vectors["|".join(rel)]  # [N_src, d]
                 g.dstnodes[dst].data["q"] = h[dst]
@@ -56,14 +56,14 @@ class HeterogeneousAttention(nn.Module):
         self.value = nn.ModuleDict({t: nn.Linear(dim, dim, bias=False) for t in ntypes})
 
     def logits(self, g: dgl.DGLHeteroGraph, h: Feats) -> dict[EType, torch.Tensor]:
-        out = {}
+        out, present = {}, set(g.canonical_etypes)
         with g.local_scope():
             for t in g.ntypes:
                 if g.num_nodes(t):
                     g.nodes[t].data["q"] = self.query[t](h[t]) * self.scale  # [N_t, d]
                     g.nodes[t].data["k"] = self.key[t](h[t])  # [N_t, d]
             for rel in self.relations:
-                if g.num_edges(rel):
+                if rel in present:
                     g.apply_edges(fn.u_dot_v("k", "q", "e"), etype=rel)
                     out[rel] = g.edges[rel].data["e"]  # [E, 1]
         return out
@@ -76,19 +76,16 @@ def attend(g: dgl.DGLHeteroGraph, logits: dict[EType, torch.Tensor], values: Fea
            alt_values: Feats | None = None, alt_relations: frozenset[EType] = frozenset()) -> Feats:
     """Softmax the logits over ALL in-edges of each node in `g` (one group), then sum the weighted values.
 
-    `g` must hold exactly the relations of one softmax group: DGL's edge_softmax on a heterograph normalises
-    over every edge type entering a node. Relations in `alt_relations` send `alt_values` instead of `values`.
+    `g` must hold exactly the relations of one softmax group, each with edges (see `make_batch`): DGL's
+    edge_softmax on a heterograph normalises over every edge type entering a node. Relations in
+    `alt_relations` send `alt_values` instead of `values`.
     One `multi_update_all` call aggregates all relations.
     """
-    present = [rel for rel in g.canonical_etypes if g.num_edges(rel)]
-    if len(present) < len(g.canonical_etypes):
-        # DGL's heterograph kernels reject relations without edges (e.g. a batch of one-item histories, or
-        # one where no item has image codes): normalise and aggregate over the non-empty relations only
-        g = dgl.edge_type_subgraph(g, present)
+    present = g.canonical_etypes
     if len(present) == 1:  # on a single-relation graph edge_softmax takes and returns a plain tensor
         weights = {present[0]: edge_softmax(g, logits[present[0]])}
     else:
-        weights = edge_softmax(g, {rel: logits[rel] for rel in present})
+        weights = edge_softmax(g, logits)
     with g.local_scope():
         for name, feats in (("v", values), ("w", alt_values or {})):
             for t, x in feats.items():

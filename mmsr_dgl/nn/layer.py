@@ -7,7 +7,7 @@ from torch import nn
 from ..graph import MSGraphBatch, MSGraphSchema
 from .attention import Feats, HeterogeneousAttention, HomogeneousAttention, attend
 
-FUSIONS = ("async", "homo_first", "hetero_first", "sync")
+FUSIONS = ("async", "homo_first", "hetero_first", "sync", "homo_only")
 
 
 class MMSRLayer(nn.Module):
@@ -16,6 +16,7 @@ class MMSRLayer(nn.Module):
       hetero_first  B: y = Hetero(scores h, values h); out = Homo(scores y, values h)
       async         both, mixed per node by an update gate softmax(W_t [A; B]) over the two orders
       sync          one softmax over all in-edges (both groups), scores and values from h
+      homo_only     out = Homo(scores h, values h): for graphs without modality nodes (the id_only ablation)
     Each phase is one `multi_update_all` over its relation group. The output is LayerNorm(h + dropout(out)).
     """
 
@@ -27,11 +28,12 @@ class MMSRLayer(nn.Module):
         self.fusion = fusion
         ntypes = schema.ntypes
         homo_rels = schema.homogeneous
-        hetero_rels = [r for r in schema.heterogeneous if r[1] != "self"] if fusion == "sync" else schema.heterogeneous
+        hetero_rels = [r for r in schema.heterogeneous if fusion != "sync" or r[1] != "self"]
         n_copies = 2 if fusion == "async" else 1
         # index i: the attention used in order A (i=0) or B (i=1 under async) for that group
         self.homo = nn.ModuleList([HomogeneousAttention(homo_rels, dim) for _ in range(n_copies)])
-        self.hetero = nn.ModuleList([HeterogeneousAttention(hetero_rels, ntypes, dim) for _ in range(n_copies)])
+        self.hetero = nn.ModuleList([HeterogeneousAttention(hetero_rels, ntypes, dim)
+                                     for _ in range(0 if fusion == "homo_only" else n_copies)])
         if fusion == "async":
             self.gate = nn.ModuleDict({t: nn.Linear(2 * dim, 2) for t in ntypes})
         self.norm = nn.ModuleDict({t: nn.LayerNorm(dim) for t in ntypes})
@@ -57,13 +59,16 @@ class MMSRLayer(nn.Module):
 
     def _sync(self, batch: MSGraphBatch, h: Feats) -> Feats:
         homo, hetero = self.homo[0], self.hetero[0]
-        logits = {**homo.logits(batch.graph, h), **hetero.logits(batch.graph, h)}
+        logits = {**homo.logits(batch.joint, h), **hetero.logits(batch.joint, h)}
         # one softmax over all in-edges; homogeneous relations carry h, heterogeneous ones V h
-        return attend(batch.graph, logits, hetero.values(h), self.attn_dropout,
+        return attend(batch.joint, logits, hetero.values(h), self.attn_dropout,
                       alt_values=homo.values(h), alt_relations=frozenset(homo.relations))
 
     def forward(self, batch: MSGraphBatch, h: Feats) -> Feats:
-        if self.fusion == "homo_first":
+        self.gates = {}
+        if self.fusion == "homo_only":
+            out = self._homo(0, batch, h, h)
+        elif self.fusion == "homo_first":
             out = self.order_homo_hetero(batch, h)
         elif self.fusion == "hetero_first":
             out = self.order_hetero_homo(batch, h)

@@ -61,7 +61,7 @@ class MMSR(FullSortRecommender):
         self.type_emb = nn.Embedding(len(self.schema.ntypes), d)
         nn.init.normal_(self.type_emb.weight, std=std)
         self.pos_emb = nn.Parameter(torch.randn(max_len, d) * std)
-        fusion = "async" if config.fusion == "id_only" else config.fusion
+        fusion = "homo_only" if config.fusion == "id_only" else config.fusion
         self.layers = nn.ModuleList([MMSRLayer(self.schema, d, fusion, config.dropout, config.attn_dropout)
                                      for _ in range(config.n_layers)])
         self.input_norm = nn.LayerNorm(d)
@@ -86,4 +86,4 @@ class MMSR(FullSortRecommender):
 
     def gates(self) -> list[dict[str, torch.Tensor]]:
         """Per layer, node type -> [N_t, 2] update-gate weights (order A, order B) of the last forward."""
-        return [layer.gates for layer in self.layers]
+        return [dict(layer.gates) for layer in self.layers]

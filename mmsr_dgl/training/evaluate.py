@@ -7,6 +7,7 @@ from tqdm import tqdm
 
 from ..data import ProcessedData
 from ..graph import batch_to
+from ..graph.batch import pad_left
 from ..nn import Recommender
 from .loader import split_batches
 from .metrics import MetricAccumulator, mask_seen, pessimistic_rank
@@ -18,12 +19,12 @@ def evaluate(model: Recommender, data: ProcessedData, split: str, batch_size: in
     """HR, NDCG and MRR at 5/10/20 of `model` on a split ('valid' or 'test'), averaged over its samples."""
     model.eval()
     acc = MetricAccumulator()
-    loader = split_batches(data, model, split, batch_size, num_workers=num_workers)
+    loader = split_batches(data, model, split, batch_size, num_workers=num_workers, with_seen=exclude_seen)
     for batch in tqdm(loader, desc=f"evaluate {split}", leave=False, disable=not progress):
         batch = batch_to(batch, device)
         scores = model.full_sort_predict(batch)
         if exclude_seen:
-            scores = mask_seen(scores, batch.seq, batch.targets)
+            scores = mask_seen(scores, batch.seen, batch.targets)
         acc.add(pessimistic_rank(scores, batch.targets))
     return acc.result()
 
@@ -40,10 +41,7 @@ def evaluate_scores(item_scores: np.ndarray, data: ProcessedData, split: str, ba
         stop = min(start + batch_size, len(users))
         scores = scores_row.expand(stop - start, -1)
         if exclude_seen:
-            histories = data.inputs(users[start:stop], ends[start:stop])
-            seq = torch.zeros(stop - start, data.max_len, dtype=torch.int64)
-            for row, h in enumerate(histories):
-                seq[row, data.max_len - len(h):] = torch.from_numpy(h.astype(np.int64))
-            scores = mask_seen(scores, seq, targets[start:stop])
+            seen = pad_left(data.inputs(users[start:stop], ends[start:stop], full=True))
+            scores = mask_seen(scores, seen, targets[start:stop])
         acc.add(pessimistic_rank(scores, targets[start:stop]))
     return acc.result()

@@ -16,8 +16,8 @@ class _Batches(Dataset):
     """Item i is the i-th batch of sample indices; collation happens in __getitem__ (worker processes)."""
 
     def __init__(self, data: ProcessedData, codes: dict[str, np.ndarray], users: np.ndarray,
-                 ends: np.ndarray | None, targets: np.ndarray | None, order: list[np.ndarray]):
-        self.data, self.codes, self.order = data, codes, order
+                 ends: np.ndarray | None, targets: np.ndarray | None, order: list[np.ndarray], with_seen: bool):
+        self.data, self.codes, self.order, self.with_seen = data, codes, order, with_seen
         self.users, self.ends, self.targets = users, ends, targets
 
     def __len__(self) -> int:
@@ -27,7 +27,8 @@ class _Batches(Dataset):
         idx = self.order[i]
         ends = None if self.ends is None else self.ends[idx]
         targets = None if self.targets is None else self.targets[idx]
-        return make_batch(self.data.inputs(self.users[idx], ends), self.codes, self.data.max_len, targets)
+        seen = self.data.inputs(self.users[idx], ends, full=True) if self.with_seen else None
+        return make_batch(self.data.inputs(self.users[idx], ends), self.codes, self.data.max_len, targets, seen)
 
 
 def _seed_worker(worker_id: int) -> None:
@@ -41,22 +42,23 @@ def model_codes(model: Recommender, data: ProcessedData) -> dict[str, np.ndarray
 
 
 def split_batches(data: ProcessedData, model: Recommender, split: str, batch_size: int, *, shuffle_seed=None,
-                  num_workers: int = 0, with_targets: bool = True) -> DataLoader:
-    """Batches of one split; shuffled by np.random.default_rng(shuffle_seed) when a seed is given."""
+                  num_workers: int = 0, with_seen: bool = False) -> DataLoader:
+    """Batches of one split; shuffled by np.random.default_rng(shuffle_seed) when a seed is given.
+    `with_seen` adds each sample's untruncated history (for excluding seen items)."""
     users, ends = data.splits[split]
     index = np.arange(len(users))
     if shuffle_seed is not None:
         index = np.random.default_rng(shuffle_seed).permutation(len(users))
     order = [index[i:i + batch_size] for i in range(0, len(index), batch_size)]
-    targets = data.targets(split) if with_targets else None
-    return _loader(_Batches(data, model_codes(model, data), users, ends, targets, order), num_workers)
+    return _loader(_Batches(data, model_codes(model, data), users, ends, data.targets(split), order, with_seen),
+                   num_workers)
 
 
 def user_batches(data: ProcessedData, model: Recommender, users: np.ndarray, batch_size: int,
-                 num_workers: int = 0) -> DataLoader:
+                 num_workers: int = 0, with_seen: bool = False) -> DataLoader:
     """Batches of whole histories (for recommendation)."""
     order = [np.arange(i, min(i + batch_size, len(users))) for i in range(0, len(users), batch_size)]
-    return _loader(_Batches(data, model_codes(model, data), users, None, None, order), num_workers)
+    return _loader(_Batches(data, model_codes(model, data), users, None, None, order, with_seen), num_workers)
 
 
 def _loader(dataset: _Batches, num_workers: int) -> DataLoader:

@@ -14,7 +14,10 @@ def pessimistic_rank(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tenso
     A constant-score model therefore ranks every target last, never first.
     """
     target_scores = scores.gather(1, targets[:, None])  # [B, 1]
-    return (scores >= target_scores).sum(1) - 1
+    ranks = (scores.nan_to_num(nan=float("inf"), posinf=float("inf"), neginf=float("-inf"))
+             >= target_scores).sum(1) - 1
+    # a NaN score (a diverged model) ranks below everything, wherever it is
+    return torch.where(target_scores[:, 0].isnan(), scores.shape[1] - 1, ranks)
 
 
 def mask_seen(scores: torch.Tensor, seq: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor:

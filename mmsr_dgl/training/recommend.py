@@ -41,11 +41,11 @@ def recommend(model: Recommender, data: ProcessedData, users: np.ndarray, k: int
     model.eval()
     k = min(k, data.n_items - 1)
     items, scores = [], []
-    for batch in user_batches(data, model, users, batch_size):
+    for batch in user_batches(data, model, users, batch_size, with_seen=exclude_seen):
         batch = batch_to(batch, device)
         s = model.full_sort_predict(batch)
         if exclude_seen:
-            s = mask_seen(s, batch.seq, None)
+            s = mask_seen(s, batch.seen, None)
         top = torch.topk(s, k, dim=1)
         items.append(top.indices.cpu().numpy())
         scores.append(top.values.cpu().numpy())
@@ -64,9 +64,12 @@ def write_recommendations(path: Path, data: ProcessedData, users: np.ndarray, it
                 out.write("user\trank\titem\tscore\n")
                 for u, row_items, row_scores in zip(user_names, items, scores):
                     for rank, (i, s) in enumerate(zip(row_items, row_scores), 1):
+                        if s == float("-inf"):  # fewer than k items left after excluding seen ones
+                            break
                         out.write(f"{u}\t{rank}\t{names[i]}\t{s:.6g}\n")
             else:
                 for u, row_items, row_scores in zip(user_names, items, scores):
-                    out.write(json.dumps({"user": str(u), "items": [str(names[i]) for i in row_items],
-                                          "scores": [round(float(s), 6) for s in row_scores]}) + "\n")
+                    keep = row_scores > float("-inf")  # fewer than k items left after excluding seen ones
+                    out.write(json.dumps({"user": str(u), "items": [str(names[i]) for i in row_items[keep]],
+                                          "scores": [round(float(s), 6) for s in row_scores[keep]]}) + "\n")
     write_file_atomic(path, write)

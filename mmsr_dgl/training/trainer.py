@@ -12,6 +12,7 @@ from typing import Callable
 import dgl
 import numpy as np
 import torch
+import yaml
 from tqdm import tqdm
 
 from ..data import ProcessedData
@@ -63,7 +64,10 @@ def _logger(run_dir: Path, echo: Callable[[str], None]) -> Callable[[str], None]
     return log
 
 
-def _check_resume(run_dir: Path, config: TrainConfig) -> dict:
+def _check_resume(run_dir: Path, config: TrainConfig, fingerprint: str) -> dict:
+    saved_run = yaml.safe_load((run_dir / CONFIG_FILE).read_text()) if (run_dir / CONFIG_FILE).exists() else {}
+    if saved_run.get("data_fingerprint", fingerprint) != fingerprint:
+        raise UserError(f"{run_dir}: --resume on a dataset that changed since the run started (fingerprint)")
     state = load_checkpoint(run_dir / "last.pt")
     saved = dict(state["config"])
     differs = [k for k, v in dataclasses.asdict(config).items() if k not in ("epochs", "num_workers")
@@ -82,7 +86,9 @@ def train(config: TrainConfig, data_dir: Path, run_dir: Path, resume: bool = Fal
     if not resume and (run_dir / CONFIG_FILE).exists():
         raise UserError(f"{run_dir}: already holds a run; use --resume to continue it or choose another --out")
     if resume and not (run_dir / "last.pt").exists():
-        raise UserError(f"{run_dir}: nothing to resume (no last.pt)")
+        if not (run_dir / CONFIG_FILE).exists():
+            raise UserError(f"{run_dir}: nothing to resume (no run there)")
+        resume = False  # interrupted during its first epoch: nothing to continue, start it again
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(config.threads)
     seed_everything(config.seed)
@@ -90,7 +96,7 @@ def train(config: TrainConfig, data_dir: Path, run_dir: Path, resume: bool = Fal
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     state = {"epoch": 0, "history": [], "best": None, "bad_epochs": 0}
     if resume:
-        saved = _check_resume(run_dir, config)
+        saved = _check_resume(run_dir, config, data.manifest["fingerprint"])
         restore_model(model, saved, run_dir / "last.pt")
         optimizer.load_state_dict(saved["optimizer"])
         torch.set_rng_state(saved["torch_rng"])
@@ -98,7 +104,8 @@ def train(config: TrainConfig, data_dir: Path, run_dir: Path, resume: bool = Fal
     else:
         write_run_config(run_dir, config, data_dir, data.manifest["fingerprint"])
     log = _logger(run_dir, echo)
-    log(f"{'resuming' if resume else 'training'} {config.model}/{config.fusion} on {data.path} "
+    name = f"mmsr/{config.fusion}" if config.model == "mmsr" else config.model
+    log(f"{'resuming' if resume else 'training'} {name} on {data.path} "
         f"({len(data.splits['train'][0])} training samples) from epoch {state['epoch'] + 1}")
 
     while state["epoch"] < config.epochs and state["bad_epochs"] < config.patience:
@@ -124,6 +131,7 @@ def train(config: TrainConfig, data_dir: Path, run_dir: Path, resume: bool = Fal
                                               "torch_rng": torch.get_rng_state(),
                                               "config": dataclasses.asdict(config)})
         _write_metrics(run_dir, state["history"])
+        (run_dir / RESULTS).unlink(missing_ok=True)  # results of an earlier, shorter run are stale now
         log(f"epoch {epoch + 1}: loss {record['loss']:.4f}, valid {config.valid_metric} {score:.4f}"
             f"{' (best)' if improved else ''}, {record['seconds']:.1f} s train + {record['eval_seconds']:.1f} s eval")
     return _finish(model, data, config, run_dir, state, device, log)
@@ -139,6 +147,9 @@ def _train_epoch(model, optimizer, data: ProcessedData, config: TrainConfig, epo
     for batch in bar:
         batch = batch_to(batch, device)
         loss = model.calculate_loss(batch)
+        if not torch.isfinite(loss):
+            raise UserError(f"epoch {epoch + 1}: the training loss became {loss.item()}; lower the learning rate "
+                            "(--set lr=...) and start again")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
