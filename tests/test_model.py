@@ -312,8 +312,9 @@ def test_gradients_reach_every_parameter(data, fusion):
 # ------------------------------------------------------------------------------- batching and readout
 
 
-def test_batched_forward_equals_single_forwards(data):
-    model = make_model(data, "async").eval()
+@pytest.mark.parametrize("readout", ["last", "last+pool"])
+def test_batched_forward_equals_single_forwards(data, readout):
+    model = make_model(data, "async", readout=readout).eval()
     histories, _ = sample(data, 8, seed=7)
     histories[0] = histories[0][-1:]  # a one-item history
     codes = codes_for(model, data)

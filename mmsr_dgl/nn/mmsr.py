@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import dgl
 import numpy as np
 import torch
 from torch import nn
@@ -20,6 +21,7 @@ class MMSRConfig:
     dropout: float = 0.2  # on node embeddings and on each layer's update
     attn_dropout: float = 0.1
     code_init: str = "centroids"  # centroids | random: how code embeddings start
+    readout: str = "last"  # last: the last item's node | last+pool: plus an attention pool over item nodes
 
 
 def _centroid_init(centroids: np.ndarray, dim: int, std: float) -> torch.Tensor:
@@ -30,6 +32,25 @@ def _centroid_init(centroids: np.ndarray, dim: int, std: float) -> torch.Tensor:
     out = np.zeros((len(centroids), dim), dtype=np.float32)
     out[:, :proj.shape[1]] = proj / (proj.std() + 1e-8) * std
     return torch.from_numpy(out)
+
+
+class AttentionPool(nn.Module):
+    """SR-GNN's hybrid readout: W [h_last; sum_i a_i h_i] with a_i = w . sigmoid(W1 h_last + W2 h_i)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.query, self.key = nn.Linear(dim, dim), nn.Linear(dim, dim, bias=False)
+        self.weight = nn.Linear(dim, 1, bias=False)
+        self.out = nn.Linear(2 * dim, dim, bias=False)
+
+    def forward(self, batch: MSGraphBatch, items: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+        g = batch.graph
+        query = dgl.broadcast_nodes(g, self.query(last), ntype="item")  # [N_item, d]
+        alpha = self.weight(torch.sigmoid(query + self.key(items)))  # [N_item, 1]
+        with g.local_scope():
+            g.nodes["item"].data["x"] = alpha * items
+            pooled = dgl.sum_nodes(g, "x", ntype="item")  # [B, d]
+        return self.out(torch.cat([last, pooled], dim=-1))
 
 
 class MMSR(FullSortRecommender):
@@ -66,6 +87,8 @@ class MMSR(FullSortRecommender):
                                      for _ in range(config.n_layers)])
         self.input_norm = nn.LayerNorm(d)
         self.dropout = nn.Dropout(config.dropout)
+        if config.readout == "last+pool":
+            self.pool = AttentionPool(d)
 
     def node_inputs(self, batch: MSGraphBatch) -> dict[str, torch.Tensor]:
         """Per node type [N_t, d]: id embedding + type embedding + mean embedding of its positions."""
@@ -82,7 +105,8 @@ class MMSR(FullSortRecommender):
         h = self.node_inputs(batch)
         for layer in self.layers:
             h = layer(batch, h)
-        return h["item"][batch.last]  # [B, d]
+        last = h["item"][batch.last]  # [B, d]
+        return self.pool(batch, h["item"], last) if self.config.readout == "last+pool" else last
 
     def gates(self) -> list[dict[str, torch.Tensor]]:
         """Per layer, node type -> [N_t, 2] update-gate weights (order A, order B) of the last forward."""

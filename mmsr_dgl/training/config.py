@@ -19,6 +19,7 @@ class TrainConfig:
     dropout: float = 0.2
     attn_dropout: float = 0.1
     code_init: Literal["centroids", "random"] = "centroids"
+    readout: Literal["last", "last+pool"] = "last"
     modalities: list[str] | None = None  # None: every modality of the dataset
     missing_modality: str | None = None  # simulate missing data: this modality is dropped ...
     missing_rate: float = 0.0  # ... for this share of the items, in training and evaluation alike
@@ -52,7 +53,7 @@ class TrainConfig:
 
     def mmsr(self) -> MMSRConfig:
         return MMSRConfig(dim=self.dim, n_layers=self.n_layers, fusion=self.fusion, dropout=self.dropout,
-                          attn_dropout=self.attn_dropout, code_init=self.code_init)
+                          attn_dropout=self.attn_dropout, code_init=self.code_init, readout=self.readout)
 
     def sasrec(self) -> SASRecConfig:
         return SASRecConfig(dim=self.dim, n_layers=self.n_layers, n_heads=self.n_heads, dropout=self.dropout,
