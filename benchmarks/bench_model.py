@@ -29,16 +29,10 @@ from mmsr_dgl.data import PreprocessConfig, load_processed, preprocess  # noqa: 
 from mmsr_dgl.data.preprocess import Inputs  # noqa: E402
 from mmsr_dgl.graph import make_batch  # noqa: E402
 from mmsr_dgl.nn import MMSR, MMSRConfig  # noqa: E402
+from toys import has_toys, toys_dir, toys_inputs  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
-TOYS_FILES = {"sequences": "sequences.txt", "items": "items.tsv", "image": "image_clip_vitb32.npy",
-              "text": "text_clip_vitb32.npy"}
 COLLATE_TARGET_MS, STEP_TARGET_MS = 10.0, 150.0
 WARMUP = 3
-
-
-def toys_dir() -> Path:
-    return Path(os.environ.get("MMSR_TOYS_DIR") or REPO.parent / "shared/data/amazon-toys")
 
 
 def prepare(args: argparse.Namespace, scratch: Path) -> Path:
@@ -47,9 +41,8 @@ def prepare(args: argparse.Namespace, scratch: Path) -> Path:
         return Path(args.data)
     out = Path(args.out) if args.out else scratch / "data"
     toys = toys_dir()
-    if all((toys / name).is_file() for name in TOYS_FILES.values()):
-        inputs = Inputs(sequences=toys / TOYS_FILES["sequences"], items=toys / TOYS_FILES["items"],
-                        features={"image": toys / TOYS_FILES["image"], "text": toys / TOYS_FILES["text"]})
+    if has_toys(toys):
+        inputs = toys_inputs(toys)
         print(f"dataset: Amazon Toys from {toys}, preprocessing into {out}")
     else:
         inputs = Inputs(synthetic=True)

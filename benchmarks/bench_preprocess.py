@@ -8,31 +8,25 @@ the interpreter and imported libraries. Exit status 1 when a target is missed.
 """
 from __future__ import annotations
 
-import os
 import resource
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from mmsr_dgl.data.preprocess import Inputs, PreprocessConfig, preprocess
+from mmsr_dgl.data.preprocess import PreprocessConfig, preprocess
+from toys import has_toys, toys_dir, toys_inputs
 
 TARGET_SECONDS = 30.0
 TARGET_BYTES = 2 * 1024 ** 3
 
 
-def default_toys_dir() -> Path:
-    beside_repo = Path(__file__).resolve().parents[1].parent / "shared/data/amazon-toys"
-    return Path(os.environ.get("MMSR_TOYS_DIR") or beside_repo)
-
-
 def main(argv: list[str]) -> int:
-    toys = Path(argv[0]) if argv else default_toys_dir()
-    if not (toys / "sequences.txt").is_file():
+    toys = Path(argv[0]) if argv else toys_dir()
+    if not has_toys(toys):
         print(f"Amazon Toys data not found at {toys}; pass its directory as the first argument", file=sys.stderr)
         return 2
-    inputs = Inputs(sequences=toys / "sequences.txt", items=toys / "items.tsv",
-                    features={"image": toys / "image_clip_vitb32.npy", "text": toys / "text_clip_vitb32.npy"})
+    inputs = toys_inputs(toys)
     with tempfile.TemporaryDirectory(prefix="bench-preprocess-") as tmp:
         start = time.perf_counter()
         manifest = preprocess(PreprocessConfig(), inputs, Path(tmp) / "toys", log=print)

@@ -16,27 +16,22 @@ import time
 from pathlib import Path
 
 from mmsr_dgl.config import build_config
-from mmsr_dgl.data.preprocess import Inputs, PreprocessConfig, preprocess
+from mmsr_dgl.data.preprocess import PreprocessConfig, preprocess
 from mmsr_dgl.training import TrainConfig, evaluate, train
 from mmsr_dgl.training.run import load_run
+from toys import ROOT, has_toys, toys_dir, toys_inputs
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def toys_inputs(toys: Path) -> Inputs:
-    return Inputs(sequences=toys / "sequences.txt", items=toys / "items.tsv",
-                  features={"image": toys / "image_clip_vitb32.npy", "text": toys / "text_clip_vitb32.npy"})
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--toys", type=Path, default=ROOT.parent / "shared" / "data" / "amazon-toys")
+    parser.add_argument("--toys", type=Path, default=toys_dir())
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench")
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--preprocess-set", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
-    if not (args.toys / "sequences.txt").is_file():
+    if not has_toys(args.toys):
         raise SystemExit(f"Amazon Toys data not found at {args.toys}")
 
     data_dir = args.work / "toys-data"

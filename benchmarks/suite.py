@@ -21,7 +21,7 @@ from mmsr_dgl.data import load_processed
 from mmsr_dgl.data.preprocess import PreprocessConfig, preprocess
 from mmsr_dgl.training import TrainConfig, evaluate_scores, train
 
-from bench_train import ROOT, toys_inputs
+from toys import ROOT, toys_dir, toys_inputs
 
 EXPERIMENTS = {
     "async": [],
@@ -58,7 +58,7 @@ def run_one(name: str, seed: int, data_dir: Path, out_root: Path, results_dir: P
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--toys", type=Path, default=ROOT.parent / "shared" / "data" / "amazon-toys")
+    parser.add_argument("--toys", type=Path, default=toys_dir())
     parser.add_argument("--experiments", default="async,sasrec")
     parser.add_argument("--seeds", default="1")
     parser.add_argument("--split", choices=["loo", "ratio"], default="loo")

@@ -1,0 +1,24 @@
+"""Where the benchmarks find Amazon Toys, and its preprocessing inputs."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from mmsr_dgl.data.preprocess import Inputs
+
+ROOT = Path(__file__).resolve().parents[1]
+FILES = ("sequences.txt", "items.tsv", "image_clip_vitb32.npy", "text_clip_vitb32.npy")
+
+
+def toys_dir() -> Path:
+    """$MMSR_TOYS_DIR, else `shared/data/amazon-toys` beside the repository."""
+    return Path(os.environ.get("MMSR_TOYS_DIR") or ROOT.parent / "shared" / "data" / "amazon-toys")
+
+
+def has_toys(toys: Path) -> bool:
+    return all((toys / name).is_file() for name in FILES)
+
+
+def toys_inputs(toys: Path) -> Inputs:
+    return Inputs(sequences=toys / "sequences.txt", items=toys / "items.tsv",
+                  features={"image": toys / "image_clip_vitb32.npy", "text": toys / "text_clip_vitb32.npy"})
