@@ -24,12 +24,12 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from toys import has_toys, toys_dir, toys_inputs  # noqa: E402
 
 from mmsr_dgl.data import PreprocessConfig, load_processed, preprocess  # noqa: E402
 from mmsr_dgl.data.preprocess import Inputs  # noqa: E402
 from mmsr_dgl.graph import make_batch  # noqa: E402
 from mmsr_dgl.nn import MMSR, MMSRConfig  # noqa: E402
-from toys import has_toys, toys_dir, toys_inputs  # noqa: E402
 
 COLLATE_TARGET_MS, STEP_TARGET_MS = 10.0, 150.0
 WARMUP = 3

@@ -14,8 +14,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from mmsr_dgl.data.preprocess import PreprocessConfig, preprocess
 from toys import has_toys, toys_dir, toys_inputs
+
+from mmsr_dgl.data.preprocess import PreprocessConfig, preprocess
 
 TARGET_SECONDS = 30.0
 TARGET_BYTES = 2 * 1024 ** 3

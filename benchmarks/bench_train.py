@@ -15,12 +15,12 @@ import shutil
 import time
 from pathlib import Path
 
+from toys import ROOT, has_toys, toys_dir, toys_inputs
+
 from mmsr_dgl.config import build_config
 from mmsr_dgl.data.preprocess import PreprocessConfig, preprocess
 from mmsr_dgl.training import TrainConfig, evaluate, train
 from mmsr_dgl.training.run import load_run
-from toys import ROOT, has_toys, toys_dir, toys_inputs
-
 
 
 def main() -> None:

@@ -16,12 +16,12 @@ import resource
 import time
 from pathlib import Path
 
+from toys import ROOT, toys_dir, toys_inputs
+
 from mmsr_dgl.config import build_config
 from mmsr_dgl.data import load_processed
 from mmsr_dgl.data.preprocess import PreprocessConfig, preprocess
 from mmsr_dgl.training import TrainConfig, evaluate_scores, train
-
-from toys import ROOT, toys_dir, toys_inputs
 
 EXPERIMENTS = {
     "async": [],

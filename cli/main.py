@@ -52,7 +52,8 @@ def _features(values: tuple[str, ...]) -> dict[str, Path]:
 def preprocess(sequences, interactions, items, features, synthetic, out, config_file, overrides) -> None:
     """Turn raw files (or the synthetic default) into a graph-ready dataset directory."""
     from mmsr_dgl.config import build_config
-    from mmsr_dgl.data.preprocess import Inputs, PreprocessConfig, preprocess as run
+    from mmsr_dgl.data.preprocess import Inputs, PreprocessConfig
+    from mmsr_dgl.data.preprocess import preprocess as run
 
     config = build_config(PreprocessConfig, config_file, overrides)
     inputs = Inputs(sequences=sequences, interactions=interactions, items=items,
@@ -80,8 +81,9 @@ def train(data_dir, run_dir, config_file, overrides, epochs, threads, device, re
     import json
 
     from mmsr_dgl.config import build_config
-    from mmsr_dgl.training import TrainConfig, train as run
     from mmsr_dgl.data import load_processed
+    from mmsr_dgl.training import TrainConfig
+    from mmsr_dgl.training import train as run
     from mmsr_dgl.training.run import remove_run
 
     shorthands = [f"{k}={v}" for k, v in (("epochs", epochs), ("threads", threads), ("device", device))
@@ -138,7 +140,8 @@ def recommend(run_dir, k, out, users_file, fmt, exclude_seen, checkpoint) -> Non
     """Top-K items for every user (or those in --users) from their full history."""
     import numpy as np
 
-    from mmsr_dgl.training.recommend import read_user_list, recommend as run, write_recommendations
+    from mmsr_dgl.training.recommend import read_user_list, write_recommendations
+    from mmsr_dgl.training.recommend import recommend as run
     from mmsr_dgl.training.run import load_run
 
     config, data, model = load_run(run_dir, checkpoint)

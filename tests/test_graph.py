@@ -10,8 +10,15 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from mmsr_dgl.graph import (HETEROGENEOUS, HOMOGENEOUS, MSGraphSchema, build_msgraph,  # noqa: E402
-                            collate_msgraphs, last_item_nodes, make_batch)
+from mmsr_dgl.graph import (  # noqa: E402
+    HETEROGENEOUS,
+    HOMOGENEOUS,
+    MSGraphSchema,
+    build_msgraph,
+    collate_msgraphs,
+    last_item_nodes,
+    make_batch,
+)
 
 # ----------------------------------------------------------------------------------------------------------
 # A hand-made history and code tables. Item ids 1..7 (row 0 = padding). Items 3, 5, 7 are used:

@@ -8,8 +8,8 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import REPO, run_cli
+
 from mmsr_dgl.data import PreprocessConfig, load_processed
 from mmsr_dgl.data.preprocess import Inputs, preprocess
 from mmsr_dgl.errors import UserError

@@ -22,8 +22,16 @@ from ..graph import batch_to
 from .config import TrainConfig
 from .evaluate import evaluate, evaluate_scores
 from .loader import split_batches
-from .run import (CONFIG_FILE, build_model, load_checkpoint, load_data, read_json, restore_model, save_checkpoint,
-                  write_run_config)
+from .run import (
+    CONFIG_FILE,
+    build_model,
+    load_checkpoint,
+    load_data,
+    read_json,
+    restore_model,
+    save_checkpoint,
+    write_run_config,
+)
 
 RESULTS = "results.json"
 
