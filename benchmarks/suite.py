@@ -32,6 +32,9 @@ EXPERIMENTS = {
     "no_image": ["modalities=[text]"],
     "no_text": ["modalities=[image]"],
     "sasrec": ["model=sasrec", "n_layers=2", "n_heads=2", "dim=64", "dropout=0.5", "attn_dropout=0.5"],
+    # missing modalities in training and evaluation alike (test-time-only drops: benchmarks/missing.py)
+    **{f"miss_{m}_{r}": [f"missing_modality={m}", f"missing_rate={r}"]
+       for m in ("image", "text") for r in (0.2, 0.5, 1.0)},
 }
 
 
