@@ -4,7 +4,7 @@
 
 For each modality and rate, that share of the items (a fixed random subset) loses its codes of that modality
 for evaluation only; the model was trained with everything. Prints NDCG@10 and HR@10 per cell and writes
-the table to benchmarks/results/<split-protocol>/missing_test_only.json. The train-and-test variant trains with
+the table to benchmarks/results/<protocol>/missing/<split>_only.json. The train-and-test variant trains with
 `--set missing_modality=M --set missing_rate=R` (suite.py experiments miss_<modality>_<rate>).
 """
 from __future__ import annotations
@@ -37,7 +37,7 @@ def main() -> None:
             print(f"{modality:6s} missing {rate:4.0%} at {args.split} time only: "
                   f"NDCG@10 {metrics['ndcg@10']:.4f}  HR@10 {metrics['hr@10']:.4f}", flush=True)
     protocol = data.manifest["settings"]["split"]
-    out = ROOT / "benchmarks" / "results" / protocol / "missing_test_only.json"
+    out = ROOT / "benchmarks" / "results" / protocol / "missing" / f"{args.split}_only.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"run_config": dataclasses.asdict(config), "split": args.split, "table": table}, indent=1) + "\n")
 
