@@ -39,7 +39,8 @@ def main() -> None:
     protocol = data.manifest["settings"]["split"]
     out = ROOT / "benchmarks" / "results" / protocol / "missing" / f"{args.split}_only.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"run_config": dataclasses.asdict(config), "split": args.split, "table": table}, indent=1) + "\n")
+    summary = {"run_config": dataclasses.asdict(config), "split": args.split, "table": table}
+    out.write_text(json.dumps(summary, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -59,7 +59,9 @@ def make_batch(histories: Sequence[np.ndarray], codes: dict[str, np.ndarray], ma
 
 def batch_to(batch: MSGraphBatch, device: torch.device | str) -> MSGraphBatch:
     """The same batch on another device."""
-    move = (lambda x: None if x is None else x.to(device))
+    def move(x: torch.Tensor | None) -> torch.Tensor | None:
+        return None if x is None else x.to(device)
+
     return MSGraphBatch(graph=batch.graph.to(device), homo=batch.homo.to(device), hetero=batch.hetero.to(device),
                         joint=batch.joint.to(device),
                         last=batch.last.to(device), seq=batch.seq.to(device), targets=move(batch.targets),
