@@ -15,10 +15,9 @@ import shutil
 import time
 from pathlib import Path
 
-from toys import ROOT, has_toys, toys_dir, toys_inputs
+from toys import ROOT, has_toys, prepare_toys, toys_dir
 
 from mmsr_dgl.config import build_config
-from mmsr_dgl.data.preprocess import PreprocessConfig, preprocess
 from mmsr_dgl.training import TrainConfig, evaluate, train
 from mmsr_dgl.training.run import load_run
 
@@ -35,8 +34,7 @@ def main() -> None:
         raise SystemExit(f"Amazon Toys data not found at {args.toys}")
 
     data_dir = args.work / "toys-data"
-    preprocess(build_config(PreprocessConfig, overrides=args.preprocess_set), toys_inputs(args.toys), data_dir,
-               log=lambda m: None)
+    prepare_toys(args.toys, data_dir, args.preprocess_set)
     overrides = list(args.overrides) + ([f"epochs={args.epochs}"] if args.epochs else [])
     config = build_config(TrainConfig, overrides=overrides)
     run_dir = args.work / "toys-run"

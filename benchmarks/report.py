@@ -39,6 +39,41 @@ def table(runs: dict[str, list[dict]]) -> str:
     return "\n".join(lines)
 
 
+REFERENCE_AFTER_4 = {"hr@5": 0.0463, "mrr@5": 0.0290, "hr@20": 0.0928, "mrr@20": 0.0334}  # original code, issue 5
+
+
+def early_table(runs: dict[str, list[dict]]) -> str:
+    """Test figures after the first epochs (no checkpoint selection), beside the original code's after 4."""
+    keys = list(REFERENCE_AFTER_4)
+    lines = ["| model | after epochs | " + " | ".join(keys) + " |", "|" + "---|" * (len(keys) + 2)]
+    for name, summaries in runs.items():
+        for s in summaries:
+            for r in s.get("early_test", []):
+                cells = " | ".join(f"{r['test'][k]:.4f}" for k in keys)
+                lines.append(f"| {name} (seed {s['seed']}) | {r['after_epochs']} | {cells} |")
+            if "early_test" in s:
+                cells = " | ".join(f"{s['test'][k]:.4f}" for k in keys)
+                lines.append(f"| {name} (seed {s['seed']}) | best of {s['epochs_run']} (epoch {s['best_epoch']}) | "
+                             f"{cells} |")
+    lines.append("| original MMSR code (reference) | 4 | " + " | ".join(f"{v:.4f}" for v in REFERENCE_AFTER_4.values())
+                 + " |")
+    return "\n".join(lines)
+
+
+def tuning_table() -> str:
+    """The validation-only trials of benchmarks/tune.py, as written to benchmarks/results/tuning/."""
+    head = ["trial", "settings (from the paper's: readout last, item_repr id, dot product, 64 codes)",
+            "epochs", "valid NDCG@10 per epoch", "best valid NDCG@10", "its HR@10", "s/epoch"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for path in sorted((ROOT / "benchmarks" / "results" / "tuning").glob("*.json")):
+        t = json.loads(path.read_text())
+        settings = " ".join(t["train_overrides"] + t["preprocess_overrides"]) or "(the paper's)"
+        curve = " ".join(f"{x:.4f}" for x in t["valid_ndcg10_per_epoch"])
+        lines.append(f"| {t['trial']} | {settings} | {t['epochs']} | {curve} | {t['best_valid']['ndcg@10']:.4f} | "
+                     f"{t['best_valid']['hr@10']:.4f} | {np.median(t['seconds_per_epoch']):.0f} |")
+    return "\n".join(lines)
+
+
 def plot(runs: dict[str, list[dict]], path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -61,10 +96,16 @@ def plot(runs: dict[str, list[dict]], path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--split", default="loo")
-    parser.add_argument("--plot", type=Path, default=ROOT / "benchmarks" / "results" / "valid_ndcg10.png")
+    parser.add_argument("--plot", type=Path, help="default: benchmarks/results/<split>/valid_ndcg10.png")
     args = parser.parse_args()
+    args.plot = args.plot or ROOT / "benchmarks" / "results" / args.split / "valid_ndcg10.png"
     runs = load(args.split)
     print(table(runs))
+    if any("early_test" in s for summaries in runs.values() for s in summaries):
+        print("\nTest figures after the first epochs:\n")
+        print(early_table(runs))
+    print("\nValidation-only tuning trials (benchmarks/tune.py):\n")
+    print(tuning_table())
     try:
         plot(runs, args.plot)
         print(f"\n(plot written to {args.plot.relative_to(ROOT)})")

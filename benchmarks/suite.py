@@ -11,18 +11,20 @@ JSON files that are committed); benchmarks/report.py turns them into the tables 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import resource
 import time
 from pathlib import Path
 
-from toys import ROOT, toys_dir, toys_inputs
+from toys import ROOT, prepare_toys, toys_dir
 
 from mmsr_dgl.config import build_config
 from mmsr_dgl.data import load_processed
-from mmsr_dgl.data.preprocess import PreprocessConfig, preprocess
-from mmsr_dgl.training import TrainConfig, evaluate_scores, train
+from mmsr_dgl.training import TrainConfig, evaluate, evaluate_scores, train
+from mmsr_dgl.training.run import CONFIG_FILE, load_run
 
+EARLY_KEYS = ("hr@5", "mrr@5", "hr@20", "mrr@20")  # the figures published for the original code
 EXPERIMENTS = {
     "async": [],
     "sync": ["fusion=sync"],
@@ -31,14 +33,35 @@ EXPERIMENTS = {
     "id_only": ["fusion=id_only"],
     "no_image": ["modalities=[text]"],
     "no_text": ["modalities=[image]"],
-    "sasrec": ["model=sasrec", "n_layers=2", "n_heads=2", "dim=64", "dropout=0.5", "attn_dropout=0.5"],
+    # RecBole's SASRec: dot-product scores
+    "sasrec": ["model=sasrec", "n_layers=2", "n_heads=2", "dim=64", "dropout=0.5", "attn_dropout=0.5",
+               "temperature=0"],
     # missing modalities in training and evaluation alike (test-time-only drops: benchmarks/missing.py)
     **{f"miss_{m}_{r}": [f"missing_modality={m}", f"missing_rate={r}"]
        for m in ("image", "text") for r in (0.2, 0.5, 1.0)},
 }
 
 
-def run_one(name: str, seed: int, data_dir: Path, out_root: Path, results_dir: Path, extra: list[str]) -> dict:
+def early_tests(config: TrainConfig, data_dir: Path, run_dir: Path, epochs: list[int]) -> list[dict]:
+    """Test metrics of the model as it stands after each of `epochs` (last.pt, not a selected checkpoint), to set
+    beside published per-epoch figures. Model selection still looks at validation only."""
+    path = run_dir / "early_test.json"
+    done = json.loads(path.read_text()) if path.exists() else []
+    for epoch in epochs:
+        if any(r["after_epochs"] == epoch for r in done):
+            continue
+        train(dataclasses.replace(config, epochs=epoch), data_dir, run_dir, resume=(run_dir / CONFIG_FILE).exists(),
+              echo=print, progress=False, test=False)
+        _, data, model = load_run(run_dir, "last")
+        done.append({"after_epochs": epoch, "test": evaluate(model, data, "test", config.eval_batch_size)})
+        print(f"after {epoch} epochs: test " + ", ".join(f"{k} {done[-1]['test'][k]:.4f}" for k in EARLY_KEYS),
+              flush=True)
+        path.write_text(json.dumps(done, indent=1) + "\n")
+    return done
+
+
+def run_one(name: str, seed: int, data_dir: Path, out_root: Path, results_dir: Path, extra: list[str],
+            early_epochs: list[int]) -> dict:
     summary_path = results_dir / f"{name}-s{seed}.json"
     if summary_path.exists():
         return json.loads(summary_path.read_text())
@@ -46,14 +69,16 @@ def run_one(name: str, seed: int, data_dir: Path, out_root: Path, results_dir: P
     config = build_config(TrainConfig, overrides=overrides)
     run_dir = out_root / f"{name}-s{seed}"
     start = time.perf_counter()
-    results = train(config, data_dir, run_dir, resume=(run_dir / "last.pt").exists(), echo=print, progress=False)
+    early = early_tests(config, data_dir, run_dir, early_epochs) if early_epochs else []
+    results = train(config, data_dir, run_dir, resume=(run_dir / CONFIG_FILE).exists(), echo=print, progress=False)
     history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     summary = {"experiment": name, "seed": seed, "overrides": overrides, **results,
                "valid_ndcg10_per_epoch": [r["valid"]["ndcg@10"] for r in history],
                "epochs": [{"epoch": r["epoch"], "loss": r["loss"], "seconds": r["seconds"]}
                                      for r in history],
                "wall_minutes": round((time.perf_counter() - start) / 60, 2),
-               "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, 2)}
+               "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, 2),
+               **({"early_test": early} if early else {})}
     results_dir.mkdir(parents=True, exist_ok=True)
     summary_path.write_text(json.dumps(summary, indent=1) + "\n")
     return summary
@@ -67,15 +92,15 @@ def main() -> None:
     parser.add_argument("--split", choices=["loo", "ratio"], default="loo")
     parser.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
                         help="extra training override for every experiment (recorded in the summaries)")
+    parser.add_argument("--early-test-epochs", default="", metavar="1,2,3,4",
+                        help="also test the model as it stands after these epochs (for per-epoch comparisons)")
     parser.add_argument("--list", action="store_true")
     args = parser.parse_args()
     if args.list:
         for name, overrides in EXPERIMENTS.items():
             print(f"{name:14s} {' '.join(overrides)}")
         return
-    data_dir = ROOT / "runs" / "suite" / f"toys-{args.split}-data"
-    preprocess(build_config(PreprocessConfig, overrides=[f"split={args.split}"]), toys_inputs(args.toys),
-               data_dir, log=lambda m: None)
+    data_dir = prepare_toys(args.toys, ROOT / "runs" / "suite" / f"toys-{args.split}-data", [f"split={args.split}"])
     results_dir = ROOT / "benchmarks" / "results" / args.split
     popularity_path = results_dir / "popularity.json"
     if not popularity_path.exists():
@@ -87,7 +112,8 @@ def main() -> None:
         if name not in EXPERIMENTS:
             raise SystemExit(f"unknown experiment {name!r}; --list shows them")
         for seed in map(int, args.seeds.split(",")):
-            summary = run_one(name, seed, data_dir, ROOT / "runs" / "suite" / args.split, results_dir, args.extra)
+            summary = run_one(name, seed, data_dir, ROOT / "runs" / "suite" / args.split, results_dir, args.extra,
+                              [int(e) for e in args.early_test_epochs.split(",") if e])
             test = summary["test"]
             print(f"{name} seed {seed}: test ndcg@10 {test['ndcg@10']:.4f} hr@10 {test['hr@10']:.4f} "
                   f"(best epoch {summary['best_epoch']}, {summary['seconds_per_epoch']:.0f} s/epoch)", flush=True)

@@ -22,3 +22,16 @@ def has_toys(toys: Path) -> bool:
 def toys_inputs(toys: Path) -> Inputs:
     return Inputs(sequences=toys / "sequences.txt", items=toys / "items.tsv",
                   features={"image": toys / "image_clip_vitb32.npy", "text": toys / "text_clip_vitb32.npy"})
+
+
+SETTINGS = ROOT / "datasets" / "amazon-toys.yaml"
+
+
+def prepare_toys(toys: Path, data_dir: Path, overrides: list[str]) -> Path:
+    """Preprocess Toys with datasets/amazon-toys.yaml and these overrides into `data_dir` (does nothing when it is
+    up to date)."""
+    from mmsr_dgl.config import build_config
+    from mmsr_dgl.data.preprocess import PreprocessConfig, preprocess
+    config = build_config(PreprocessConfig, file=SETTINGS, overrides=overrides)
+    preprocess(config, toys_inputs(toys), data_dir, log=lambda m: None)
+    return data_dir

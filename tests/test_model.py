@@ -41,7 +41,7 @@ def data(tmp_path_factory):
 
 def make_model(data, fusion: str = "async", dim: int = 16, seed: int = 0, **kw) -> MMSR:
     torch.manual_seed(seed)
-    return MMSR(MMSRConfig(dim=dim, fusion=fusion, **kw), data.n_items, data.max_len, data.centroids)
+    return MMSR(MMSRConfig(dim=dim, fusion=fusion, **kw), data.n_items, data.max_len, data.centroids, data.codes)
 
 
 def codes_for(model: MMSR, data) -> dict[str, np.ndarray]:
@@ -364,11 +364,11 @@ def test_relations_without_edges(data, fusion):
 
 def test_three_modalities_run(data):
     centroids = {**data.centroids, "audio": np.random.default_rng(0).normal(size=(5, 8)).astype(np.float32)}
-    torch.manual_seed(0)
-    model = MMSR(MMSRConfig(dim=16), data.n_items, data.max_len, centroids)
-    assert model.schema.ntypes == ["item", "audio", "image", "text"]
     audio = np.random.default_rng(1).integers(0, 5, size=(data.n_items, 2))
     audio[0] = -1
+    torch.manual_seed(0)
+    model = MMSR(MMSRConfig(dim=16), data.n_items, data.max_len, centroids, {**data.codes, "audio": audio})
+    assert model.schema.ntypes == ["item", "audio", "image", "text"]
     histories, targets = sample(data, 16, seed=2)
     batch = make_batch(histories, {**data.codes, "audio": audio}, data.max_len, targets)
     model.calculate_loss(batch).backward()
@@ -412,3 +412,41 @@ def test_overfits_a_tiny_dataset(data):
     with torch.no_grad():
         top1 = model.full_sort_predict(batch).argmax(1)
     assert (top1 == batch.targets).float().mean() > 0.8
+
+
+def test_item_repr_id_plus_codes_adds_the_mean_code_embedding(data):
+    model = make_model(data, item_repr="id+codes")
+    table = model.item_table().detach()
+    codes = data.codes["image"]
+    item = int(np.flatnonzero((codes >= 0).all(1))[1])
+    expected = model.item_emb.weight[item].detach().clone()
+    for m in model.modalities:
+        present = data.codes[m][item][data.codes[m][item] >= 0]
+        if len(present):
+            expected += model.code_emb[m].weight[torch.as_tensor(present)].detach().mean(0)
+    assert torch.allclose(table[item], expected, atol=1e-6)
+    assert torch.equal(table[0], model.item_emb.weight[0].detach())  # padding has no codes
+    assert not any(k.startswith("item_codes_") for k in model.state_dict())
+
+
+def test_item_repr_follows_codes_dropped_at_test_time(data):
+    model = make_model(data, item_repr="id+codes")
+    before = model.item_table().detach()
+    model.set_item_codes({m: np.full_like(c, -1) for m, c in data.codes.items()})
+    assert torch.allclose(model.item_table().detach(), model.item_emb.weight.detach())
+    assert not torch.allclose(before, model.item_emb.weight.detach())
+
+
+def test_item_repr_id_is_the_id_embedding(data):
+    model = make_model(data, item_repr="id")
+    assert torch.equal(model.item_table(), model.item_emb.weight)
+
+
+def test_temperature_scores_are_cosine_similarities_over_it(data):
+    model = make_model(data, temperature=0.1).eval()
+    batch = train_batch(data, model)
+    scores = model.full_sort_predict(batch)
+    query, items = model(batch), model.item_table()
+    expected = torch.nn.functional.cosine_similarity(query[:, None], items[None], dim=-1) / 0.1
+    assert torch.allclose(scores[:, 1:], expected[:, 1:], atol=1e-4)
+    assert torch.isinf(scores[:, 0]).all() and scores[:, 1:].abs().max() <= 10 + 1e-4

@@ -110,6 +110,21 @@ def test_missing_modality_setting_drops_codes(tiny_data, tmp_path):
     assert 0 < results["test"]["hr@20"] <= 1
 
 
+def test_evaluation_reads_item_codes_from_the_evaluated_data(tiny_data, tmp_path):
+    import dataclasses
+
+    from mmsr_dgl.training import evaluate
+    run_train(tiny_data, tmp_path / "run", epochs=1, item_repr="id+codes")
+    _, data, model = load_run(tmp_path / "run")
+    full = evaluate(model, data, "valid")
+    dropped = dataclasses.replace(data, codes=dict(data.codes))
+    dropped.drop_codes("text", 1.0, seed=0)
+    missing = evaluate(model, dropped, "valid")
+    assert torch.equal(model.item_codes_text, torch.full_like(model.item_codes_text, -1))
+    assert missing != full
+    assert evaluate(model, data, "valid") == full
+
+
 def test_same_seed_same_metrics(tiny_data, tmp_path):
     a = run_train(tiny_data, tmp_path / "a", epochs=2)
     b = run_train(tiny_data, tmp_path / "b", epochs=2)
@@ -130,6 +145,11 @@ def test_early_stopping_uses_validation_only(tiny_data, tmp_path, monkeypatch):
     scores = [r["valid"]["ndcg@10"] for r in history]
     assert results["best_epoch"] == int(np.argmax(scores)) + 1
     assert calls == ["valid"] * len(history) + ["test"]  # the test split is looked at once, at the very end
+    calls.clear()
+    tuned = train(tiny_config(epochs=2), tiny_data, tmp_path / "tune", echo=lambda m: None, progress=False,
+                  test=False)
+    assert calls == ["valid", "valid"] and "test" not in tuned and tuned["epochs_run"] == 2
+    assert not (tmp_path / "tune" / "results.json").exists()
 
 
 def test_resume_after_kill_matches_a_straight_run(tiny_data, tmp_path):
@@ -305,3 +325,16 @@ def test_scientific_notation_settings_parse():
 def test_train_cli_rejects_bad_settings(tiny_data, tmp_path, args, message):
     result = CliRunner().invoke(main, ["train", "--data", str(tiny_data), "--out", str(tmp_path / "r"), *args])
     assert result.exit_code != 0 and message in result.output and "Traceback" not in result.output
+
+
+def test_runs_saved_before_a_setting_existed_load_with_the_value_they_used(tiny_data, tmp_path):
+    import yaml
+    run_train(tiny_data, tmp_path / "run", epochs=1, readout="last", item_repr="id", temperature=0.0)
+    path = tmp_path / "run" / "config.yaml"
+    payload = yaml.safe_load(path.read_text())
+    for key in ("readout", "item_repr", "temperature"):
+        del payload["config"][key]
+    path.write_text(yaml.safe_dump(payload))
+    config, _, model = load_run(tmp_path / "run")
+    assert (config.readout, config.item_repr, config.temperature) == ("last", "id", 0.0)
+    assert model.temperature == 0.0 and not hasattr(model, "pool")

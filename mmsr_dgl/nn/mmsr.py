@@ -21,7 +21,9 @@ class MMSRConfig:
     dropout: float = 0.2  # on node embeddings and on each layer's update
     attn_dropout: float = 0.1
     code_init: str = "centroids"  # centroids | random: how code embeddings start
-    readout: str = "last"  # last: the last item's node | last+pool: plus an attention pool over item nodes
+    readout: str = "last+pool"  # last: the last item's node (the paper) | last+pool: plus an attention pool
+    item_repr: str = "id+codes"  # id: item embedding = id embedding (the paper) | id+codes: plus its mean code
+    temperature: float = 0.1  # 0: dot-product scores (the paper); > 0: cosine similarity / temperature
 
 
 def _centroid_init(centroids: np.ndarray, dim: int, std: float) -> torch.Tensor:
@@ -59,10 +61,13 @@ class MMSR(FullSortRecommender):
     Scores cover item ids 0..n_items-1 where id 0 is padding and always scores -inf.
     """
 
-    def __init__(self, config: MMSRConfig, n_items: int, max_len: int, modalities: dict[str, np.ndarray]):
-        """modalities: modality -> k-means centroids [n_codes, reduced_dim] (ignored under fusion 'id_only')."""
+    def __init__(self, config: MMSRConfig, n_items: int, max_len: int, modalities: dict[str, np.ndarray],
+                 item_codes: dict[str, np.ndarray]):
+        """modalities: modality -> k-means centroids [n_codes, reduced_dim] (ignored under fusion 'id_only');
+        item_codes: modality -> codes of every item [n_items, k] (see `set_item_codes`)."""
         super().__init__()
         self.config = config
+        self.temperature = config.temperature
         if config.fusion == "id_only":
             modalities = {}
         self.modalities = sorted(modalities)
@@ -89,15 +94,36 @@ class MMSR(FullSortRecommender):
         self.dropout = nn.Dropout(config.dropout)
         if config.readout == "last+pool":
             self.pool = AttentionPool(d)
+        self.set_item_codes(item_codes)
+
+    def set_item_codes(self, codes: dict[str, np.ndarray]) -> None:
+        """The codes of every item (modality -> int [n_items, k], -1 = none), read by `item_repr='id+codes'`.
+        Not saved with the weights: set from the dataset, so that dropping a modality at test time applies."""
+        for m in self.modalities:
+            table = torch.as_tensor(codes[m], dtype=torch.long, device=self.item_emb.weight.device)
+            self.register_buffer(f"item_codes_{m}", table, persistent=False)
+
+    def item_table(self) -> torch.Tensor:
+        """[n_items, d]: id embeddings, plus (item_repr 'id+codes') the mean code embedding per modality."""
+        table = self.item_emb.weight
+        if self.config.item_repr == "id+codes":
+            for m in self.modalities:
+                codes = getattr(self, f"item_codes_{m}")  # [n_items, k]
+                present = (codes >= 0).unsqueeze(-1).float()  # [n_items, k, 1]
+                summed = (self.code_emb[m](codes.clamp(min=0)) * present).sum(1)  # [n_items, d]
+                table = table + summed / present.sum(1).clamp(min=1)
+        return table
 
     def node_inputs(self, batch: MSGraphBatch) -> dict[str, torch.Tensor]:
-        """Per node type [N_t, d]: id embedding + type embedding + mean embedding of its positions."""
+        """Per node type [N_t, d]: item or code embedding + type embedding + mean embedding of its positions."""
         h = {}
+        items = self.item_table()
         for k, t in enumerate(self.schema.ntypes):
             data = batch.graph.nodes[t].data
-            table = self.item_emb if t == "item" else self.code_emb[t]
+            ids = data["id"]
             pos = data["pos"]  # [N_t, max_len] multi-hot, column 0 = most recent
-            x = table(data["id"]) + self.type_emb.weight[k] + (pos @ self.pos_emb) / pos.sum(1, keepdim=True)
+            emb = items[ids] if t == "item" else self.code_emb[t](ids)
+            x = emb + self.type_emb.weight[k] + (pos @ self.pos_emb) / pos.sum(1, keepdim=True)
             h[t] = self.dropout(self.input_norm(x))
         return h
 

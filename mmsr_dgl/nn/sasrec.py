@@ -21,6 +21,7 @@ class SASRecConfig:
     n_heads: int = 2
     dropout: float = 0.5
     attn_dropout: float = 0.5
+    temperature: float = 0.0  # 0: dot-product scores; > 0: cosine similarity / temperature
 
 
 class SASRec(FullSortRecommender):
@@ -28,6 +29,7 @@ class SASRec(FullSortRecommender):
 
     def __init__(self, config: SASRecConfig, n_items: int, max_len: int):
         super().__init__()
+        self.temperature = config.temperature
         d = config.dim
         self.n_heads = config.n_heads
         self.item_emb = nn.Embedding(n_items, d, padding_idx=0)

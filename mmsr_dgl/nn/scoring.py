@@ -1,6 +1,7 @@
 """The model contract shared by every recommender here (RecBole's): forward, full_sort_predict, calculate_loss."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -9,17 +10,29 @@ from ..graph import MSGraphBatch
 
 
 class FullSortRecommender(nn.Module):
-    """Subclasses define `item_emb` (ids 0..n_items-1, 0 = padding), `modalities` and `forward(batch) -> [B, d]`.
+    """Subclasses define `item_emb` (ids 0..n_items-1, 0 = padding), `modalities`, `temperature` and
+    `forward(batch) -> [B, d]`.
 
-    Scores are dot products with every item embedding; padding always scores -inf; the loss is cross-entropy
-    over all items.
+    Scores are dot products with every item embedding (with `temperature` > 0: cosine similarities divided by
+    it); padding always scores -inf; the loss is cross-entropy over all items.
     """
 
     item_emb: nn.Embedding
     modalities: list[str]
+    temperature: float = 0.0
+
+    def set_item_codes(self, codes: dict[str, np.ndarray]) -> None:
+        """Tell the model the codes of every item (modality -> [n_items, k]); only models that read them care."""
+
+    def item_table(self) -> torch.Tensor:
+        """[n_items, d]: the embeddings every item is scored with."""
+        return self.item_emb.weight
 
     def full_sort_predict(self, batch: MSGraphBatch) -> torch.Tensor:
-        scores = self(batch) @ self.item_emb.weight.T  # [B, n_items]
+        query, items = self(batch), self.item_table()  # [B, d], [n_items, d]
+        if self.temperature > 0:
+            query, items = F.normalize(query, dim=-1) / self.temperature, F.normalize(items, dim=-1)
+        scores = query @ items.T  # [B, n_items]
         # out of place: an in-place write would make autograd copy the whole [B, n_items] gradient
         return scores.index_fill(1, torch.zeros(1, dtype=torch.long, device=scores.device), float("-inf"))
 

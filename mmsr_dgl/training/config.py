@@ -19,7 +19,9 @@ class TrainConfig:
     dropout: float = 0.2
     attn_dropout: float = 0.1
     code_init: Literal["centroids", "random"] = "centroids"
-    readout: Literal["last", "last+pool"] = "last"
+    readout: Literal["last", "last+pool"] = "last+pool"  # the paper: last
+    item_repr: Literal["id", "id+codes"] = "id+codes"  # the paper: id
+    temperature: float = 0.1  # scores: 0 = dot product (the paper); > 0 = cosine similarity divided by this
     modalities: list[str] | None = None  # None: every modality of the dataset
     missing_modality: str | None = None  # simulate missing data: this modality is dropped ...
     missing_rate: float = 0.0  # ... for this share of the items, in training and evaluation alike
@@ -48,13 +50,16 @@ class TrainConfig:
                 raise UserError(f"setting '{name}': must be in [0, 1)")
         if self.model == "sasrec" and self.dim % self.n_heads:
             raise UserError(f"settings 'dim' ({self.dim}) must be divisible by 'n_heads' ({self.n_heads})")
+        if self.temperature < 0:
+            raise UserError("setting 'temperature': must be 0 (dot product) or positive (cosine / temperature)")
         if self.lr <= 0 or self.weight_decay < 0 or self.patience < 1 or self.num_workers < 0:
             raise UserError("settings 'lr' > 0, 'weight_decay' >= 0, 'patience' >= 1, 'num_workers' >= 0 required")
 
     def mmsr(self) -> MMSRConfig:
         return MMSRConfig(dim=self.dim, n_layers=self.n_layers, fusion=self.fusion, dropout=self.dropout,
-                          attn_dropout=self.attn_dropout, code_init=self.code_init, readout=self.readout)
+                          attn_dropout=self.attn_dropout, code_init=self.code_init, readout=self.readout,
+                          item_repr=self.item_repr, temperature=self.temperature)
 
     def sasrec(self) -> SASRecConfig:
         return SASRecConfig(dim=self.dim, n_layers=self.n_layers, n_heads=self.n_heads, dropout=self.dropout,
-                            attn_dropout=self.attn_dropout)
+                            attn_dropout=self.attn_dropout, temperature=self.temperature)

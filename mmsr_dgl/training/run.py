@@ -17,6 +17,8 @@ from .config import TrainConfig
 
 CHECKPOINT_FORMAT = 1
 CONFIG_FILE = "config.yaml"
+# settings added after the first runs were saved, with the values those runs used (not today's defaults)
+ADDED_SETTINGS = {"readout": "last", "item_repr": "id", "temperature": 0.0}
 
 
 def load_data(config: TrainConfig, data_dir: Path) -> ProcessedData:
@@ -34,7 +36,8 @@ def build_model(config: TrainConfig, data: ProcessedData) -> Recommender:
     if missing:
         raise UserError(f"setting 'modalities': {sorted(missing)} not in the dataset (it has {data.modalities})")
     names = data.modalities if config.modalities is None else config.modalities
-    return MMSR(config.mmsr(), data.n_items, data.max_len, {m: data.centroids[m] for m in names})
+    return MMSR(config.mmsr(), data.n_items, data.max_len, {m: data.centroids[m] for m in names},
+                {m: data.codes[m] for m in names})
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
@@ -73,7 +76,7 @@ def load_run(run_dir: Path, checkpoint: str = "best") -> tuple[TrainConfig, Proc
     if not path.is_file():
         raise UserError(f"{run_dir}: no {CONFIG_FILE}; is this a run directory made by `mmsr-dgl train`?")
     payload = yaml.safe_load(path.read_text())
-    config = build_config(TrainConfig, base=payload["config"])
+    config = build_config(TrainConfig, base={**ADDED_SETTINGS, **payload["config"]})
     data = load_data(config, payload["data"])
     if data.manifest["fingerprint"] != payload["data_fingerprint"]:
         raise UserError(f"{payload['data']}: dataset changed since this run was trained (fingerprint mismatch)")

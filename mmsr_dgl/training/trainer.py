@@ -86,8 +86,9 @@ def _check_resume(run_dir: Path, config: TrainConfig, fingerprint: str) -> dict:
 
 
 def train(config: TrainConfig, data_dir: Path, run_dir: Path, resume: bool = False,
-          echo: Callable[[str], None] = print, progress: bool = True) -> dict:
-    """Train into `run_dir` (or continue it with `resume`); returns the contents of results.json."""
+          echo: Callable[[str], None] = print, progress: bool = True, test: bool = True) -> dict:
+    """Train into `run_dir` (or continue it with `resume`); returns the contents of results.json.
+    With `test=False` (tuning) the test split is never touched and the best validation record is returned."""
     run_dir = Path(run_dir)
     data = load_data(config, data_dir)
     device = resolve_device(config.device)
@@ -142,6 +143,8 @@ def train(config: TrainConfig, data_dir: Path, run_dir: Path, resume: bool = Fal
         (run_dir / RESULTS).unlink(missing_ok=True)  # results of an earlier, shorter run are stale now
         log(f"epoch {epoch + 1}: loss {record['loss']:.4f}, valid {config.valid_metric} {score:.4f}"
             f"{' (best)' if improved else ''}, {record['seconds']:.1f} s train + {record['eval_seconds']:.1f} s eval")
+    if not test:
+        return {**state["best"], "epochs_run": state["epoch"]}
     return _finish(model, data, config, run_dir, state, device, log)
 
 
