@@ -16,39 +16,35 @@ from toys import ROOT, prepare_toys, toys_dir
 
 from mmsr_dgl.config import build_config
 from mmsr_dgl.training import TrainConfig, train
+from mmsr_dgl.training.run import CONFIG_FILE
 
 # every trial starts from the paper's choices, whatever the current defaults are
 PAPER = ["readout=last", "item_repr=id", "temperature=0"]
 SASREC = ["model=sasrec", "n_layers=2", "n_heads=2", "dim=64", "dropout=0.5", "attn_dropout=0.5", "temperature=0"]
 CHOSEN = ["item_repr=id+codes", "readout=last+pool", "temperature=0.1"]
+
+
+def chosen(*changes: str) -> list[str]:
+    """The chosen settings with some of them changed."""
+    keys = {c.split("=")[0] for c in changes}
+    return [o for o in CHOSEN if o.split("=")[0] not in keys] + list(changes)
+
+
 # name -> (training overrides, preprocessing overrides)
 TRIALS = {
-    "base": ([], []),
     "item_codes": (["item_repr=id+codes"], []),
-    "dropout_0.4": (["dropout=0.4"], []),
     "item_codes_dropout_0.4": (["item_repr=id+codes", "dropout=0.4"], []),
     "item_codes_256": (["item_repr=id+codes"], ["n_codes=256"]),
-    "item_codes_1024": (["item_repr=id+codes"], ["n_codes=1024"]),
     "item_codes_256_cos_0.1": (["item_repr=id+codes", "temperature=0.1"], ["n_codes=256"]),
-    "item_codes_256_pool_cos_0.1": (["item_repr=id+codes", "readout=last+pool", "temperature=0.1"], ["n_codes=256"]),
-    "item_codes_256_pool": (["item_repr=id+codes", "readout=last+pool"], ["n_codes=256"]),
-    "item_codes_256_dropout_0.4": (["item_repr=id+codes", "dropout=0.4"], ["n_codes=256"]),
-    "item_codes_256_links_5": (["item_repr=id+codes"], ["n_codes=256", "codes_per_item=5"]),
-    "item_codes_dim_128": (["item_repr=id+codes", "dim=128"], []),
-    "item_codes_lr_2e-3": (["item_repr=id+codes", "lr=2e-3"], []),
-    "item_codes_cos_0.1": (["item_repr=id+codes", "temperature=0.1"], []),
-    "item_codes_cos_0.05": (["item_repr=id+codes", "temperature=0.05"], []),
-    "item_codes_256_pool_cos_0.05": (["item_repr=id+codes", "readout=last+pool", "temperature=0.05"],
-                                     ["n_codes=256"]),
+    "item_codes_256_pool_cos_0.1": (CHOSEN, ["n_codes=256"]),
     # around the chosen settings (item codes, 256 codes, pool readout, cosine / 0.1)
-    "chosen_tau_0.2": (CHOSEN + ["temperature=0.2"], ["n_codes=256"]),
-    "chosen_dropout_0.4": (CHOSEN + ["dropout=0.4"], ["n_codes=256"]),
-    "chosen_dim_128": (CHOSEN + ["dim=128"], ["n_codes=256"]),
-    "chosen_links_5": (CHOSEN, ["n_codes=256", "codes_per_item=5"]),
+    "chosen_tau_0.2": (chosen("temperature=0.2"), ["n_codes=256"]),
+    "chosen_tau_0.05": (chosen("temperature=0.05"), ["n_codes=256"]),
+    "chosen_dropout_0.4": (chosen("dropout=0.4"), ["n_codes=256"]),
+    "chosen_dim_128": (chosen("dim=128"), ["n_codes=256"]),
     "sasrec": (SASREC, []),
     "sasrec_cos_0.1": (SASREC[:-1] + ["temperature=0.1"], []),
     "sasrec_dropout_0.2": (SASREC[:-3] + ["dropout=0.2", "attn_dropout=0.2", "temperature=0"], []),
-    "sasrec_lr_2e-3": (SASREC + ["lr=2e-3"], []),
 }
 
 
@@ -62,7 +58,7 @@ def run_trial(name: str, epochs: int, toys) -> dict:
     run_dir = ROOT / "runs" / "tune" / name
     base = [] if "model=sasrec" in train_overrides else PAPER
     config = build_config(TrainConfig, overrides=base + train_overrides + [f"epochs={epochs}", "seed=1"])
-    best = train(config, data_dir, run_dir, resume=(run_dir / "last.pt").exists(), echo=print, progress=False,
+    best = train(config, data_dir, run_dir, resume=(run_dir / CONFIG_FILE).exists(), echo=print, progress=False,
                  test=False)
     history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     summary = {"trial": name, "train_overrides": train_overrides, "preprocess_overrides": data_overrides,
