@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.manual_seed(args.seed)
     model = MMSR(MMSRConfig(dim=args.dim, n_layers=args.layers, fusion=args.fusion), data.n_items, data.max_len,
-                 data.centroids, data.codes).train()
+                 data.centroids, data.codes, data.features).train()
     codes = {m: data.codes[m] for m in model.modalities}
     optim = torch.optim.Adam(model.parameters(), lr=1e-3)
     n_params = sum(p.numel() for p in model.parameters())

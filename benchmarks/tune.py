@@ -42,6 +42,8 @@ TRIALS = {
     "chosen_tau_0.05": (chosen("temperature=0.05"), ["n_codes=256"]),
     "chosen_dropout_0.4": (chosen("dropout=0.4"), ["n_codes=256"]),
     "chosen_dim_128": (chosen("dim=128"), ["n_codes=256"]),
+    "chosen_codes_1024": (CHOSEN, ["n_codes=1024"]),
+    "chosen_features": (chosen("item_repr=id+codes+features"), ["n_codes=256"]),
     "sasrec": (SASREC, []),
     "sasrec_cos_0.1": (SASREC[:-1] + ["temperature=0.1"], []),
     "sasrec_dropout_0.2": (SASREC[:-3] + ["dropout=0.2", "attn_dropout=0.2", "temperature=0"], []),

@@ -41,7 +41,8 @@ def data(tmp_path_factory):
 
 def make_model(data, fusion: str = "async", dim: int = 16, seed: int = 0, **kw) -> MMSR:
     torch.manual_seed(seed)
-    return MMSR(MMSRConfig(dim=dim, fusion=fusion, **kw), data.n_items, data.max_len, data.centroids, data.codes)
+    return MMSR(MMSRConfig(dim=dim, fusion=fusion, **kw), data.n_items, data.max_len, data.centroids, data.codes,
+                data.features)
 
 
 def codes_for(model: MMSR, data) -> dict[str, np.ndarray]:
@@ -366,8 +367,10 @@ def test_three_modalities_run(data):
     centroids = {**data.centroids, "audio": np.random.default_rng(0).normal(size=(5, 8)).astype(np.float32)}
     audio = np.random.default_rng(1).integers(0, 5, size=(data.n_items, 2))
     audio[0] = -1
+    audio_features = np.random.default_rng(2).normal(size=(data.n_items, 8)).astype(np.float32)
     torch.manual_seed(0)
-    model = MMSR(MMSRConfig(dim=16), data.n_items, data.max_len, centroids, {**data.codes, "audio": audio})
+    model = MMSR(MMSRConfig(dim=16, item_repr="id+codes+features"), data.n_items, data.max_len, centroids,
+                 {**data.codes, "audio": audio}, {**data.features, "audio": audio_features})
     assert model.schema.ntypes == ["item", "audio", "image", "text"]
     histories, targets = sample(data, 16, seed=2)
     batch = make_batch(histories, {**data.codes, "audio": audio}, data.max_len, targets)
@@ -432,9 +435,24 @@ def test_item_repr_id_plus_codes_adds_the_mean_code_embedding(data):
 def test_item_repr_follows_codes_dropped_at_test_time(data):
     model = make_model(data, item_repr="id+codes")
     before = model.item_table().detach()
-    model.set_item_codes({m: np.full_like(c, -1) for m, c in data.codes.items()})
+    model.set_item_content({m: np.full_like(c, -1) for m, c in data.codes.items()}, data.features)
     assert torch.allclose(model.item_table().detach(), model.item_emb.weight.detach())
     assert not torch.allclose(before, model.item_emb.weight.detach())
+
+
+def test_item_repr_features_adds_a_linear_map_of_the_reduced_features(data):
+    model = make_model(data, item_repr="id+codes+features")
+    with_features = model.item_table().detach()
+    codes_only = with_features.clone()
+    for m in model.modalities:
+        codes_only -= torch.from_numpy(data.features[m]) @ model.feature_proj[m].weight.detach().T
+    model.config.item_repr = "id+codes"
+    assert torch.allclose(model.item_table().detach(), codes_only, atol=1e-6)
+    assert not torch.allclose(with_features, codes_only)
+    model.config.item_repr = "id+codes+features"
+    model.set_item_content(data.codes, {m: np.zeros_like(f) for m, f in data.features.items()})
+    assert torch.allclose(model.item_table().detach(), codes_only, atol=1e-6)
+    assert not any(k.startswith("item_features_") for k in model.state_dict())
 
 
 def test_item_repr_id_is_the_id_embedding(data):

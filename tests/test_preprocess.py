@@ -186,6 +186,11 @@ def test_codes_shape_centroids_and_determinism(tmp_path, coded_inputs):
     assert (codes[0] == -1).all() and ((codes[1:] >= 0) & (codes[1:] < 4)).all()
     assert (codes[1:, 0] != codes[1:, 1]).all()
     assert a.centroids["image"].shape == (4, 5)
+    features = a.features["image"]
+    assert features.shape == (a.n_items, 5) and (features[0] == 0).all() and (np.abs(features[1:]).sum(1) > 0).all()
+    # each item's first code is the centroid nearest to its reduced features
+    dist = ((features[1:, None] - a.centroids["image"][None]) ** 2).sum(-1)
+    np.testing.assert_array_equal(dist.argmin(1), codes[1:, 0])
     np.testing.assert_array_equal(codes, b.codes["image"])
     np.testing.assert_array_equal(a.centroids["image"], b.centroids["image"])
     assert not np.array_equal(a.centroids["image"], c.centroids["image"])

@@ -106,6 +106,9 @@ def test_missing_modality_setting_drops_codes(tiny_data, tmp_path):
     assert np.array_equal(full.codes["text"], half.codes["text"])
     none = load_data(tiny_config(missing_modality="image", missing_rate=1.0), tiny_data)
     assert (none.codes["image"] < 0).all()
+    assert np.array_equal(half.features["image"][lost], np.zeros_like(half.features["image"][lost]))
+    assert (np.abs(half.features["image"][half.codes["image"][:, 0] >= 0]).sum(1) > 0).all()
+    assert np.array_equal(full.features["text"], half.features["text"])
     results = run_train(tiny_data, tmp_path / "run", epochs=1, missing_modality="image", missing_rate=1.0)
     assert 0 < results["test"]["hr@20"] <= 1
 
@@ -117,7 +120,7 @@ def test_evaluation_reads_item_codes_from_the_evaluated_data(tiny_data, tmp_path
     run_train(tiny_data, tmp_path / "run", epochs=1, item_repr="id+codes")
     _, data, model = load_run(tmp_path / "run")
     full = evaluate(model, data, "valid")
-    dropped = dataclasses.replace(data, codes=dict(data.codes))
+    dropped = dataclasses.replace(data, codes=dict(data.codes), features=dict(data.features))
     dropped.drop_codes("text", 1.0, seed=0)
     missing = evaluate(model, dropped, "valid")
     assert torch.equal(model.item_codes_text, torch.full_like(model.item_codes_text, -1))

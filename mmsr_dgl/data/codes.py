@@ -12,6 +12,7 @@ from sklearn.decomposition import PCA
 class ModalityCodes:
     codes: np.ndarray  # int32 [n_items + 1, k]: code ids per item, -1 where the item lacks the modality
     centroids: np.ndarray  # float32 [n_codes, reduced_dim]: k-means centroids in the reduced space
+    reduced: np.ndarray  # float32 [n_items + 1, reduced_dim]: each item's reduced features, 0 where it lacks them
     stats: dict
 
 
@@ -43,6 +44,8 @@ def fit_codes(features: np.ndarray, present: np.ndarray, fit_rows: np.ndarray, *
     nearest = np.argsort(dist, axis=1, kind="stable")[:, :k]
     codes = np.full((len(features), k), -1, dtype=np.int32)
     codes[present] = nearest
+    reduced_all = np.zeros((len(features), dim), dtype=np.float32)
+    reduced_all[present] = reduced
     sizes = np.bincount(nearest[:, 0], minlength=n_codes)
     stats = {
         "items_with_modality": int(present.sum()),
@@ -55,4 +58,4 @@ def fit_codes(features: np.ndarray, present: np.ndarray, fit_rows: np.ndarray, *
         "items_per_nearest_code": {"min": int(sizes.min()), "median": float(np.median(sizes)),
                                    "max": int(sizes.max()), "empty_codes": int((sizes == 0).sum())},
     }
-    return ModalityCodes(codes=codes, centroids=centroids, stats=stats)
+    return ModalityCodes(codes=codes, centroids=centroids, reduced=reduced_all, stats=stats)

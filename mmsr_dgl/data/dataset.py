@@ -26,6 +26,7 @@ class ProcessedData:
     splits: dict[str, tuple[np.ndarray, np.ndarray]]  # name -> (user [S], target position [S])
     codes: dict[str, np.ndarray]  # modality -> int32 [n_items + 1, k], -1 = no code
     centroids: dict[str, np.ndarray]  # modality -> float32 [n_codes, reduced_dim]
+    features: dict[str, np.ndarray]  # modality -> float32 [n_items + 1, reduced_dim], 0 = no features
 
     @property
     def n_items(self) -> int:
@@ -55,14 +56,15 @@ class ProcessedData:
         return self.seq_items[self.seq_offsets[users] + positions]
 
     def drop_codes(self, modality: str, rate: float, seed: int) -> None:
-        """Make a random `rate` share of the items (fixed by `seed`) lack `modality`, as if it were missing."""
+        """Make a random `rate` share of the items (fixed by `seed`) lack `modality`, as if it were missing:
+        no codes and zero features."""
         if modality not in self.codes:
             raise UserError(f"modality '{modality}' is not in the dataset (it has {self.modalities})")
         if not 0 <= rate <= 1:
             raise UserError(f"missing rate for '{modality}' must be in [0, 1], got {rate}")
-        table = self.codes[modality].copy()
-        table[np.random.default_rng([seed, len(table)]).random(len(table)) < rate] = -1
-        self.codes[modality] = table
+        dropped = np.random.default_rng([seed, len(self.codes[modality])]).random(len(self.codes[modality])) < rate
+        self.codes[modality] = np.where(dropped[:, None], -1, self.codes[modality]).astype(np.int32)
+        self.features[modality] = np.where(dropped[:, None], 0, self.features[modality]).astype(np.float32)
 
     def train_popularity(self) -> np.ndarray:
         """Interaction counts per item id over the training part of the histories (before validation)."""
@@ -97,4 +99,5 @@ def load_processed(path: str | Path) -> ProcessedData:
         item_asin=arrays.get("item_asin"), seq_offsets=arrays["seq_offsets"], seq_items=arrays["seq_items"],
         splits={s: (arrays[f"{s}_user"].astype(np.int64), arrays[f"{s}_pos"].astype(np.int64)) for s in SPLITS},
         codes={m: arrays[f"codes_{m}"] for m in modalities},
-        centroids={m: arrays[f"centroids_{m}"] for m in modalities})
+        centroids={m: arrays[f"centroids_{m}"] for m in modalities},
+        features={m: arrays[f"features_{m}"] for m in modalities})

@@ -17,7 +17,7 @@ from .codes import fit_codes
 from .readers import RawData, read_features, read_interactions, read_items, read_sequences
 from .synthetic import SyntheticSpec, generate
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 DATA_FILE = "data.npz"
 MANIFEST = "manifest.json"
 
@@ -165,6 +165,7 @@ def preprocess(config: PreprocessConfig, inputs: Inputs, out: str | Path,
         except ValueError as err:
             raise UserError(f"modality '{modality}': {err}") from None
         arrays[f"codes_{modality}"], arrays[f"centroids_{modality}"] = codes.codes, codes.centroids
+        arrays[f"features_{modality}"] = codes.reduced
         code_stats[modality] = codes.stats
         stages.done(f"codes: {modality}")
 

@@ -23,6 +23,7 @@ class MMSRConfig:
     code_init: str = "centroids"  # centroids | random: how code embeddings start
     readout: str = "last+pool"  # last: the last item's node (the paper) | last+pool: plus an attention pool
     item_repr: str = "id+codes"  # id: item embedding = id embedding (the paper) | id+codes: plus its mean code
+    # embedding per modality | id+codes+features: plus a linear map of its reduced features per modality
     temperature: float = 0.1  # 0: dot-product scores (the paper); > 0: cosine similarity / temperature
 
 
@@ -62,9 +63,10 @@ class MMSR(FullSortRecommender):
     """
 
     def __init__(self, config: MMSRConfig, n_items: int, max_len: int, modalities: dict[str, np.ndarray],
-                 item_codes: dict[str, np.ndarray]):
+                 item_codes: dict[str, np.ndarray], item_features: dict[str, np.ndarray]):
         """modalities: modality -> k-means centroids [n_codes, reduced_dim] (ignored under fusion 'id_only');
-        item_codes: modality -> codes of every item [n_items, k] (see `set_item_codes`)."""
+        item_codes, item_features: modality -> [n_items, k] codes, [n_items, reduced_dim] reduced features of
+        every item (see `set_item_content`)."""
         super().__init__()
         self.config = config
         self.temperature = config.temperature
@@ -94,24 +96,35 @@ class MMSR(FullSortRecommender):
         self.dropout = nn.Dropout(config.dropout)
         if config.readout == "last+pool":
             self.pool = AttentionPool(d)
-        self.set_item_codes(item_codes)
+        if "features" in config.item_repr:
+            self.feature_proj = nn.ModuleDict({m: nn.Linear(modalities[m].shape[1], d, bias=False)
+                                               for m in self.modalities})
+        self.set_item_content(item_codes, item_features)
 
-    def set_item_codes(self, codes: dict[str, np.ndarray]) -> None:
-        """The codes of every item (modality -> int [n_items, k], -1 = none), read by `item_repr='id+codes'`.
-        Not saved with the weights: set from the dataset, so that dropping a modality at test time applies."""
+    def set_item_content(self, codes: dict[str, np.ndarray], features: dict[str, np.ndarray]) -> None:
+        """The codes (int [n_items, k], -1 = none) and reduced features (float [n_items, reduced_dim], 0 = none) of
+        every item, per modality, read by `item_repr`. Not saved with the weights: set from the dataset, so that
+        dropping a modality at test time applies."""
+        device = self.item_emb.weight.device
         for m in self.modalities:
-            table = torch.as_tensor(codes[m], dtype=torch.long, device=self.item_emb.weight.device)
-            self.register_buffer(f"item_codes_{m}", table, persistent=False)
+            self.register_buffer(f"item_codes_{m}", torch.as_tensor(codes[m], dtype=torch.long, device=device),
+                                 persistent=False)
+            self.register_buffer(f"item_features_{m}", torch.as_tensor(features[m], dtype=torch.float32,
+                                                                       device=device), persistent=False)
 
     def item_table(self) -> torch.Tensor:
-        """[n_items, d]: id embeddings, plus (item_repr 'id+codes') the mean code embedding per modality."""
+        """[n_items, d]: id embeddings, plus (item_repr 'id+codes') the mean code embedding per modality, plus
+        ('id+codes+features') a linear map of the reduced features per modality."""
         table = self.item_emb.weight
-        if self.config.item_repr == "id+codes":
-            for m in self.modalities:
-                codes = getattr(self, f"item_codes_{m}")  # [n_items, k]
-                present = (codes >= 0).unsqueeze(-1).float()  # [n_items, k, 1]
-                summed = (self.code_emb[m](codes.clamp(min=0)) * present).sum(1)  # [n_items, d]
-                table = table + summed / present.sum(1).clamp(min=1)
+        if self.config.item_repr == "id":
+            return table
+        for m in self.modalities:
+            codes = getattr(self, f"item_codes_{m}")  # [n_items, k]
+            present = (codes >= 0).unsqueeze(-1).float()  # [n_items, k, 1]
+            summed = (self.code_emb[m](codes.clamp(min=0)) * present).sum(1)  # [n_items, d]
+            table = table + summed / present.sum(1).clamp(min=1)
+            if "features" in self.config.item_repr:
+                table = table + self.feature_proj[m](getattr(self, f"item_features_{m}"))  # zero rows stay zero
         return table
 
     def node_inputs(self, batch: MSGraphBatch) -> dict[str, torch.Tensor]:

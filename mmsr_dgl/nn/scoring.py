@@ -21,8 +21,9 @@ class FullSortRecommender(nn.Module):
     modalities: list[str]
     temperature: float = 0.0
 
-    def set_item_codes(self, codes: dict[str, np.ndarray]) -> None:
-        """Tell the model the codes of every item (modality -> [n_items, k]); only models that read them care."""
+    def set_item_content(self, codes: dict[str, np.ndarray], features: dict[str, np.ndarray]) -> None:
+        """Tell the model the codes (modality -> [n_items, k]) and reduced features (modality -> [n_items, f]) of
+        every item; only models that read them care."""
 
     def item_table(self) -> torch.Tensor:
         """[n_items, d]: the embeddings every item is scored with."""

@@ -20,7 +20,7 @@ class TrainConfig:
     attn_dropout: float = 0.1
     code_init: Literal["centroids", "random"] = "centroids"
     readout: Literal["last", "last+pool"] = "last+pool"  # the paper: last
-    item_repr: Literal["id", "id+codes"] = "id+codes"  # the paper: id
+    item_repr: Literal["id", "id+codes", "id+codes+features"] = "id+codes"  # the paper: id
     temperature: float = 0.1  # scores: 0 = dot product (the paper); > 0 = cosine similarity divided by this
     modalities: list[str] | None = None  # None: every modality of the dataset
     missing_modality: str | None = None  # simulate missing data: this modality is dropped ...
