@@ -88,7 +88,7 @@ def setup_async(data):
     model = make_model(data, "async").eval()
     batch = train_batch(data, model, 32)
     with torch.no_grad():
-        h = model.node_inputs(batch)
+        h = model.node_inputs(batch, model.item_table())
     return model, batch, h
 
 
@@ -210,7 +210,7 @@ def fusion_setup(data, fusion: str):
     model = make_model(data, fusion).eval()
     batch = train_batch(data, model, 16, seed=3)
     with torch.no_grad():
-        h = model.node_inputs(batch)
+        h = model.node_inputs(batch, model.item_table())
     return model.layers[0], batch, h
 
 

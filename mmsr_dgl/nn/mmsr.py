@@ -127,10 +127,10 @@ class MMSR(FullSortRecommender):
                 table = table + self.feature_proj[m](getattr(self, f"item_features_{m}"))  # zero rows stay zero
         return table
 
-    def node_inputs(self, batch: MSGraphBatch) -> dict[str, torch.Tensor]:
-        """Per node type [N_t, d]: item or code embedding + type embedding + mean embedding of its positions."""
+    def node_inputs(self, batch: MSGraphBatch, items: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per node type [N_t, d]: item (a row of `items`) or code embedding + type embedding + mean embedding of
+        its positions."""
         h = {}
-        items = self.item_table()
         for k, t in enumerate(self.schema.ntypes):
             data = batch.graph.nodes[t].data
             ids = data["id"]
@@ -140,8 +140,8 @@ class MMSR(FullSortRecommender):
             h[t] = self.dropout(self.input_norm(x))
         return h
 
-    def forward(self, batch: MSGraphBatch) -> torch.Tensor:
-        h = self.node_inputs(batch)
+    def encode(self, batch: MSGraphBatch, items: torch.Tensor) -> torch.Tensor:
+        h = self.node_inputs(batch, items)
         for layer in self.layers:
             h = layer(batch, h)
         last = h["item"][batch.last]  # [B, d]

@@ -49,10 +49,10 @@ class SASRec(FullSortRecommender):
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
 
-    def forward(self, batch: MSGraphBatch) -> torch.Tensor:
+    def encode(self, batch: MSGraphBatch, items: torch.Tensor) -> torch.Tensor:
         seq = batch.seq  # [B, L], left-padded
         B, L = seq.shape
-        x = self.item_emb(seq) + self.pos_emb.weight[None]  # [B, L, d]
+        x = items[seq] + self.pos_emb.weight[None]  # [B, L, d]
         x = self.dropout(self.norm(x))
         causal = torch.ones(L, L, dtype=torch.bool, device=seq.device).tril()
         # position i sees real items j <= i; a padding position sees itself, so no row is empty

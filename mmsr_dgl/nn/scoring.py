@@ -11,7 +11,7 @@ from ..graph import MSGraphBatch
 
 class FullSortRecommender(nn.Module):
     """Subclasses define `item_emb` (ids 0..n_items-1, 0 = padding), `modalities`, `temperature` and
-    `forward(batch) -> [B, d]`.
+    `encode(batch, items) -> [B, d]`, which reads the item table `items` [n_items, d] computed once per step.
 
     Scores are dot products with every item embedding (with `temperature` > 0: cosine similarities divided by
     it); padding always scores -inf; the loss is cross-entropy over all items.
@@ -29,8 +29,15 @@ class FullSortRecommender(nn.Module):
         """[n_items, d]: the embeddings every item is scored with."""
         return self.item_emb.weight
 
+    def encode(self, batch: MSGraphBatch, items: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, batch: MSGraphBatch) -> torch.Tensor:
+        return self.encode(batch, self.item_table())
+
     def full_sort_predict(self, batch: MSGraphBatch) -> torch.Tensor:
-        query, items = self(batch), self.item_table()  # [B, d], [n_items, d]
+        items = self.item_table()  # [n_items, d]
+        query = self.encode(batch, items)  # [B, d]
         if self.temperature > 0:
             query, items = F.normalize(query, dim=-1) / self.temperature, F.normalize(items, dim=-1)
         scores = query @ items.T  # [B, n_items]
