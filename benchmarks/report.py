@@ -24,7 +24,7 @@ def load(split: str) -> dict[str, list[dict]]:
 
 
 def table(runs: dict[str, list[dict]]) -> str:
-    head = ["model", "seeds", *COLUMNS, "best epoch", "s/epoch", "eval s", "peak GB"]
+    head = ["model", "seeds", *COLUMNS, "best epoch", "s/epoch (mean)", "eval s", "peak GB", "s/epoch (median)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, summaries in runs.items():
         cells = [name, str(len(summaries)) if name != "popularity" else "-"]
@@ -35,6 +35,8 @@ def table(runs: dict[str, list[dict]]) -> str:
         for key in ("best_epoch", "seconds_per_epoch", "eval_seconds", "peak_rss_gb"):
             values = [s[key] for s in summaries if key in s]
             cells.append(f"{np.mean(values):.1f}" if values else "-")
+        epochs = [e["seconds"] for s in summaries for e in s.get("epochs", [])]
+        cells.append(f"{np.median(epochs):.1f}" if epochs else "-")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

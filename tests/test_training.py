@@ -341,3 +341,21 @@ def test_runs_saved_before_a_setting_existed_load_with_the_value_they_used(tiny_
     config, _, model = load_run(tmp_path / "run")
     assert (config.readout, config.item_repr, config.temperature) == ("last", "id", 0.0)
     assert model.temperature == 0.0 and not hasattr(model, "pool")
+
+
+def test_runs_load_on_same_content_data_of_an_earlier_format_only(tiny_data, tmp_path):
+    import yaml
+
+    from mmsr_dgl.data.preprocess import data_fingerprint
+    run_train(tiny_data, tmp_path / "run", epochs=1)
+    path = tmp_path / "run" / "config.yaml"
+    payload = yaml.safe_load(path.read_text())
+    manifest = json.loads((Path(tiny_data) / "manifest.json").read_text())
+    # trained on format 1 of the same inputs and settings (format 2 only added the features arrays)
+    payload["data_fingerprint"] = data_fingerprint(manifest["settings"], manifest["inputs"], version=1)
+    path.write_text(yaml.safe_dump(payload))
+    load_run(tmp_path / "run")
+    payload["data_fingerprint"] = data_fingerprint({**manifest["settings"], "n_codes": 7}, manifest["inputs"])
+    path.write_text(yaml.safe_dump(payload))
+    with pytest.raises(UserError, match="dataset changed since this run was trained"):
+        load_run(tmp_path / "run")

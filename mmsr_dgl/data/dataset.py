@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
-from .preprocess import DATA_FILE, FORMAT_VERSION, MANIFEST
+from .preprocess import DATA_FILE, FORMAT_VERSION, MANIFEST, SAME_CONTENT_VERSIONS, data_fingerprint
 
 SPLITS = ("train", "valid", "test")
 
@@ -40,6 +40,12 @@ class ProcessedData:
     @property
     def modalities(self) -> list[str]:
         return sorted(self.codes)
+
+    def matches(self, fingerprint: str) -> bool:
+        """Whether a run trained on the dataset with `fingerprint` may use this one: the same inputs and settings,
+        in this format or an earlier one with the same content (runs stay valid when a format only adds arrays)."""
+        settings, inputs = self.manifest["settings"], self.manifest["inputs"]
+        return fingerprint in {data_fingerprint(settings, inputs, v) for v in SAME_CONTENT_VERSIONS}
 
     def history(self, user: int) -> np.ndarray:
         return self.seq_items[self.seq_offsets[user]:self.seq_offsets[user + 1]]

@@ -17,7 +17,8 @@ from .codes import fit_codes
 from .readers import RawData, read_features, read_interactions, read_items, read_sequences
 from .synthetic import SyntheticSpec, generate
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 2  # 2 added features_<modality>
+SAME_CONTENT_VERSIONS = (1, 2)  # formats whose common arrays are identical for the same inputs and settings
 DATA_FILE = "data.npz"
 MANIFEST = "manifest.json"
 
@@ -128,8 +129,7 @@ def preprocess(config: PreprocessConfig, inputs: Inputs, out: str | Path,
     settings = {k: v for k, v in dataclasses.asdict(config).items()
                 if inputs.synthetic or not k.startswith("synthetic_")}
     described = inputs.describe()
-    fingerprint = hashlib.sha256(json.dumps([FORMAT_VERSION, settings, described], sort_keys=True)
-                                 .encode()).hexdigest()
+    fingerprint = data_fingerprint(settings, described)
     existing = _read_manifest(out)
     if existing and existing.get("fingerprint") == fingerprint and (out / DATA_FILE).is_file():
         log(f"{out}: up to date (same inputs and settings); nothing to do")
@@ -187,6 +187,11 @@ def preprocess(config: PreprocessConfig, inputs: Inputs, out: str | Path,
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     stages.done("write")
     return manifest
+
+
+def data_fingerprint(settings: dict, described: dict, version: int = FORMAT_VERSION) -> str:
+    """Identifies a dataset directory: format version, settings and inputs (with their hashes)."""
+    return hashlib.sha256(json.dumps([version, settings, described], sort_keys=True).encode()).hexdigest()
 
 
 def _read_manifest(out: Path) -> dict | None:

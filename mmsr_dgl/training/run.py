@@ -78,7 +78,7 @@ def load_run(run_dir: Path, checkpoint: str = "best") -> tuple[TrainConfig, Proc
     payload = yaml.safe_load(path.read_text())
     config = build_config(TrainConfig, base={**ADDED_SETTINGS, **payload["config"]})
     data = load_data(config, payload["data"])
-    if data.manifest["fingerprint"] != payload["data_fingerprint"]:
+    if not data.matches(payload["data_fingerprint"]):
         raise UserError(f"{payload['data']}: dataset changed since this run was trained (fingerprint mismatch)")
     model = build_model(config, data)
     ckpt_path = run_dir / f"{checkpoint}.pt"

@@ -72,9 +72,9 @@ def _logger(run_dir: Path, echo: Callable[[str], None]) -> Callable[[str], None]
     return log
 
 
-def _check_resume(run_dir: Path, config: TrainConfig, fingerprint: str) -> dict:
+def _check_resume(run_dir: Path, config: TrainConfig, data: ProcessedData) -> dict:
     saved_run = yaml.safe_load((run_dir / CONFIG_FILE).read_text()) if (run_dir / CONFIG_FILE).exists() else {}
-    if saved_run.get("data_fingerprint", fingerprint) != fingerprint:
+    if not data.matches(saved_run.get("data_fingerprint", data.manifest["fingerprint"])):
         raise UserError(f"{run_dir}: --resume on a dataset that changed since the run started (fingerprint)")
     state = load_checkpoint(run_dir / "last.pt")
     saved = dict(state["config"])
@@ -105,7 +105,7 @@ def train(config: TrainConfig, data_dir: Path, run_dir: Path, resume: bool = Fal
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     state = {"epoch": 0, "history": [], "best": None, "bad_epochs": 0}
     if resume:
-        saved = _check_resume(run_dir, config, data.manifest["fingerprint"])
+        saved = _check_resume(run_dir, config, data)
         restore_model(model, saved, run_dir / "last.pt")
         optimizer.load_state_dict(saved["optimizer"])
         torch.set_rng_state(saved["torch_rng"])
