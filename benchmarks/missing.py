@@ -2,9 +2,9 @@
 
     python benchmarks/missing.py --run runs/bench/toys-run [--rates 0,0.2,0.5,1.0] [--split test]
 
-For each modality and rate, that share of the items (a fixed random subset) loses its codes of that modality
-for evaluation only; the model was trained with everything. Prints NDCG@10 and HR@10 per cell and writes
-the table to benchmarks/results/<protocol>/missing/<split>_only.json. The train-and-test variant trains with
+For each modality and rate, that share of the items (a fixed random subset) loses its codes and reduced features
+of that modality for evaluation only; the model was trained with everything. Prints NDCG@10 and HR@10 per cell
+and writes the table to benchmarks/results/<protocol>/missing/<split>_only.json. The train-and-test variant trains with
 `--set missing_modality=M --set missing_rate=R` (suite.py experiments miss_<modality>_<rate>).
 """
 from __future__ import annotations
@@ -30,7 +30,7 @@ def main() -> None:
     table = {}
     for modality in data.modalities:
         for rate in rates:
-            dropped = dataclasses.replace(data, codes=dict(data.codes))
+            dropped = dataclasses.replace(data)
             dropped.drop_codes(modality, rate, config.seed + 1)
             metrics = evaluate(model, dropped, args.split, config.eval_batch_size)
             table[f"{modality}@{rate}"] = {"ndcg@10": metrics["ndcg@10"], "hr@10": metrics["hr@10"]}

@@ -13,6 +13,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 COLUMNS = [f"{m}@{k}" for k in (5, 10, 20) for m in ("hr", "ndcg", "mrr")]
+ORDER = ["async", "sync", "homo_first", "hetero_first", "id_only", "no_image", "no_text", "sasrec", "popularity"]
 
 
 def load(split: str) -> dict[str, list[dict]]:
@@ -20,11 +21,12 @@ def load(split: str) -> dict[str, list[dict]]:
     for path in sorted((ROOT / "benchmarks" / "results" / split).glob("*.json")):
         summary = json.loads(path.read_text())
         runs[summary["experiment"]].append(summary)
-    return runs
+    rank = {name: i for i, name in enumerate(ORDER)}
+    return dict(sorted(runs.items(), key=lambda item: (rank.get(item[0], len(ORDER)), item[0])))
 
 
 def table(runs: dict[str, list[dict]]) -> str:
-    head = ["model", "seeds", *COLUMNS, "best epoch", "s/epoch (mean)", "eval s", "peak GB", "s/epoch (median)"]
+    head = ["model", "seeds", *COLUMNS, "valid ndcg@10", "best epoch", "s/epoch (mean)", "eval s", "peak GB", "s/epoch (median)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, summaries in runs.items():
         cells = [name, str(len(summaries)) if name != "popularity" else "-"]
@@ -32,6 +34,8 @@ def table(runs: dict[str, list[dict]]) -> str:
             values = np.array([s["test"][column] for s in summaries])
             std = f" ± {values.std(ddof=1):.4f}" if len(values) > 1 else ""
             cells.append(f"{values.mean():.4f}{std}")
+        valid = [s["valid"]["ndcg@10"] for s in summaries if "valid" in s]
+        cells.append(f"{np.mean(valid):.4f}" if valid else "-")
         for key in ("best_epoch", "seconds_per_epoch", "eval_seconds", "peak_rss_gb"):
             values = [s[key] for s in summaries if key in s]
             cells.append(f"{np.mean(values):.1f}" if values else "-")

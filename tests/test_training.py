@@ -120,10 +120,11 @@ def test_evaluation_reads_item_codes_from_the_evaluated_data(tiny_data, tmp_path
     run_train(tiny_data, tmp_path / "run", epochs=1, item_repr="id+codes")
     _, data, model = load_run(tmp_path / "run")
     full = evaluate(model, data, "valid")
-    dropped = dataclasses.replace(data, codes=dict(data.codes), features=dict(data.features))
+    dropped = dataclasses.replace(data)
     dropped.drop_codes("text", 1.0, seed=0)
     missing = evaluate(model, dropped, "valid")
     assert torch.equal(model.item_codes_text, torch.full_like(model.item_codes_text, -1))
+    assert (data.codes["text"] >= 0).any() and np.abs(data.features["text"]).sum() > 0  # the original is intact
     assert missing != full
     assert evaluate(model, data, "valid") == full
 

@@ -63,14 +63,16 @@ class ProcessedData:
 
     def drop_codes(self, modality: str, rate: float, seed: int) -> None:
         """Make a random `rate` share of the items (fixed by `seed`) lack `modality`, as if it were missing:
-        no codes and zero features."""
+        no codes and zero features. Replaces the `codes` and `features` dicts, so copies made with
+        `dataclasses.replace` keep theirs."""
         if modality not in self.codes:
             raise UserError(f"modality '{modality}' is not in the dataset (it has {self.modalities})")
         if not 0 <= rate <= 1:
             raise UserError(f"missing rate for '{modality}' must be in [0, 1], got {rate}")
         dropped = np.random.default_rng([seed, len(self.codes[modality])]).random(len(self.codes[modality])) < rate
-        self.codes[modality] = np.where(dropped[:, None], -1, self.codes[modality]).astype(np.int32)
-        self.features[modality] = np.where(dropped[:, None], 0, self.features[modality]).astype(np.float32)
+        self.codes = {**self.codes, modality: np.where(dropped[:, None], -1, self.codes[modality]).astype(np.int32)}
+        self.features = {**self.features,
+                         modality: np.where(dropped[:, None], 0, self.features[modality]).astype(np.float32)}
 
     def train_popularity(self) -> np.ndarray:
         """Interaction counts per item id over the training part of the histories (before validation)."""
