@@ -26,7 +26,8 @@ def load(split: str) -> dict[str, list[dict]]:
 
 
 def table(runs: dict[str, list[dict]]) -> str:
-    head = ["model", "seeds", *COLUMNS, "valid ndcg@10", "best epoch", "s/epoch (mean)", "eval s", "peak GB", "s/epoch (median)"]
+    head = ["model", "seeds", *COLUMNS, "valid ndcg@10", "best epoch", "s/epoch (mean)", "eval s", "peak GB",
+            "s/epoch (median)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, summaries in runs.items():
         cells = [name, str(len(summaries)) if name != "popularity" else "-"]
@@ -85,11 +86,13 @@ def plot(runs: dict[str, list[dict]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, summaries in runs.items():
-        for s in summaries:
+    colors = plt.get_cmap("tab10").colors
+    for k, (name, summaries) in enumerate(runs.items()):
+        for i, s in enumerate(summaries):  # one colour per model, one line style per seed
             if "valid_ndcg10_per_epoch" in s:
                 curve = s["valid_ndcg10_per_epoch"]
-                ax.plot(range(1, len(curve) + 1), curve, label=f"{name} (seed {s['seed']})")
+                ax.plot(range(1, len(curve) + 1), curve, color=colors[k % len(colors)],
+                        linestyle=("-", "--", ":")[i % 3], label=f"{name} (seed {s['seed']})")
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation NDCG@10")
     ax.set_title("Amazon Toys, leave-one-out, full ranking")
