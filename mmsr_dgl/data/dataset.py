@@ -41,6 +41,10 @@ class ProcessedData:
     def modalities(self) -> list[str]:
         return sorted(self.codes)
 
+    def item_content(self, modalities: list[str]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """The codes and the reduced features of every item, for these modalities."""
+        return {m: self.codes[m] for m in modalities}, {m: self.features[m] for m in modalities}
+
     def matches(self, fingerprint: str) -> bool:
         """Whether a run trained on the dataset with `fingerprint` may use this one: the same inputs and settings,
         in this format or an earlier one with the same content (runs stay valid when a format only adds arrays)."""
@@ -69,7 +73,8 @@ class ProcessedData:
             raise UserError(f"modality '{modality}' is not in the dataset (it has {self.modalities})")
         if not 0 <= rate <= 1:
             raise UserError(f"missing rate for '{modality}' must be in [0, 1], got {rate}")
-        dropped = np.random.default_rng([seed, len(self.codes[modality])]).random(len(self.codes[modality])) < rate
+        n_rows = len(self.codes[modality])
+        dropped = np.random.default_rng([seed, n_rows]).random(n_rows) < rate  # [n_items + 1]
         self.codes = {**self.codes, modality: np.where(dropped[:, None], -1, self.codes[modality]).astype(np.int32)}
         self.features = {**self.features,
                          modality: np.where(dropped[:, None], 0, self.features[modality]).astype(np.float32)}

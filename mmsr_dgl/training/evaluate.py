@@ -9,7 +9,7 @@ from ..data import ProcessedData
 from ..graph import batch_to
 from ..graph.batch import pad_left
 from ..nn import Recommender
-from .loader import model_codes, model_features, split_batches
+from .loader import split_batches
 from .metrics import MetricAccumulator, mask_seen, pessimistic_rank
 
 
@@ -19,7 +19,7 @@ def evaluate(model: Recommender, data: ProcessedData, split: str, batch_size: in
     """HR, NDCG and MRR at 5/10/20 of `model` on a split ('valid' or 'test'), averaged over its samples."""
     model.eval()
     # the items as this data describes them (drops included)
-    model.set_item_content(model_codes(model, data), model_features(model, data))
+    model.set_item_content(*data.item_content(model.modalities))
     acc = MetricAccumulator()
     loader = split_batches(data, model, split, batch_size, num_workers=num_workers, with_seen=exclude_seen)
     for batch in tqdm(loader, desc=f"evaluate {split}", leave=False, disable=not progress):

@@ -41,10 +41,6 @@ def model_codes(model: Recommender, data: ProcessedData) -> dict[str, np.ndarray
     return {m: data.codes[m] for m in model.modalities}
 
 
-def model_features(model: Recommender, data: ProcessedData) -> dict[str, np.ndarray]:
-    return {m: data.features[m] for m in model.modalities}
-
-
 def split_batches(data: ProcessedData, model: Recommender, split: str, batch_size: int, *, shuffle_seed=None,
                   num_workers: int = 0, with_seen: bool = False) -> DataLoader:
     """Batches of one split; shuffled by np.random.default_rng(shuffle_seed) when a seed is given.

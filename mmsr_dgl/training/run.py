@@ -37,7 +37,7 @@ def build_model(config: TrainConfig, data: ProcessedData) -> Recommender:
         raise UserError(f"setting 'modalities': {sorted(missing)} not in the dataset (it has {data.modalities})")
     names = data.modalities if config.modalities is None else config.modalities
     return MMSR(config.mmsr(), data.n_items, data.max_len, {m: data.centroids[m] for m in names},
-                {m: data.codes[m] for m in names}, {m: data.features[m] for m in names})
+                *data.item_content(names))
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
