@@ -4,6 +4,7 @@ import torch
 
 from mmsr_dgl.graph import make_batch
 from mmsr_dgl.nn import SASRec, SASRecConfig
+from mmsr_dgl.nn.sasrec import RandMaskDropout
 
 
 def test_padding_never_changes_the_output():
@@ -45,3 +46,18 @@ def test_sasrec_overfits_a_tiny_task():
         loss.backward()
         optimizer.step()
     assert loss.item() < 0.2 * first
+
+
+def test_rand_mask_dropout_is_inverted_dropout():
+    torch.manual_seed(0)
+    drop = RandMaskDropout(0.5)
+    x = torch.ones(200_000)
+    y = drop(x)
+    kept = y != 0
+    assert abs(kept.float().mean().item() - 0.5) < 0.01  # Bernoulli(1 - p) mask
+    assert torch.equal(y[kept], torch.full_like(y[kept], 2.0))  # scaled by 1 / (1 - p)
+    assert abs(y.mean().item() - 1.0) < 0.02  # expectation preserved
+    assert torch.equal(drop.eval()(x), x)
+    model = SASRec(SASRecConfig(dim=16, dropout=0.3), 30, 8)
+    hidden = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    assert len(hidden) == 1 + 3 * 2 and all(isinstance(m, RandMaskDropout) and m.p == 0.3 for m in hidden)

@@ -24,6 +24,16 @@ class SASRecConfig:
     temperature: float = 0.0  # 0: dot-product scores; > 0: cosine similarity / temperature
 
 
+class RandMaskDropout(nn.Dropout):
+    """nn.Dropout with its Bernoulli(1 - p) mask drawn as `torch.rand(...) >= p`: the same distribution, about 3x
+    faster on this CPU build, where `bernoulli_` took half of a SASRec training step (measured)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        return x * (torch.rand_like(x) >= self.p) / (1 - self.p)
+
+
 class SASRec(FullSortRecommender):
     modalities: list[str] = []  # builds graphs without modality nodes: it does not read them
 
@@ -35,10 +45,11 @@ class SASRec(FullSortRecommender):
         self.item_emb = nn.Embedding(n_items, d, padding_idx=0)
         self.pos_emb = nn.Embedding(max_len, d)
         self.norm = nn.LayerNorm(d)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = RandMaskDropout(config.dropout)
         layer = nn.TransformerEncoderLayer(d, config.n_heads, 4 * d, config.dropout, activation="gelu",
                                            batch_first=True)
-        layer.self_attn.dropout = config.attn_dropout
+        layer.dropout, layer.dropout1, layer.dropout2 = (RandMaskDropout(config.dropout) for _ in range(3))
+        layer.self_attn.dropout = config.attn_dropout  # applied inside PyTorch's attention, with bernoulli_
         self.encoder = nn.TransformerEncoder(layer, config.n_layers, enable_nested_tensor=False)
         self.apply(self._init)
 
