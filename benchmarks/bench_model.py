@@ -1,7 +1,7 @@
-"""Micro-benchmark of one MMSR training step: MSGraph batch collation and model forward + backward.
+"""Micro-benchmark of one training step (MMSR by default): MSGraph batch collation and model forward + backward.
 
-    python benchmarks/bench_model.py                      # Amazon Toys (preprocessed into a temporary dir)
-    python benchmarks/bench_model.py --fusion sync
+    python benchmarks/bench_model.py                      # today's defaults on Amazon Toys (datasets/amazon-toys.yaml)
+    python benchmarks/bench_model.py --set fusion=sync    # any training setting; --preprocess-set n_codes=64 ...
     python benchmarks/bench_model.py --data DIR           # an already preprocessed dataset directory
 
 Random training batches (user, target position) are drawn from the dataset's 'train' split. Reported: the
@@ -24,12 +24,15 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from toys import has_toys, toys_dir, toys_inputs  # noqa: E402
+from toys import ROOT, has_toys, prepare_toys, toys_dir  # noqa: E402
 
+from mmsr_dgl.config import build_config  # noqa: E402
 from mmsr_dgl.data import PreprocessConfig, load_processed, preprocess  # noqa: E402
 from mmsr_dgl.data.preprocess import Inputs  # noqa: E402
 from mmsr_dgl.graph import make_batch  # noqa: E402
-from mmsr_dgl.nn import MMSR, MMSRConfig  # noqa: E402
+from mmsr_dgl.training import TrainConfig  # noqa: E402
+from mmsr_dgl.training.loader import model_codes  # noqa: E402
+from mmsr_dgl.training.run import build_model  # noqa: E402
 
 COLLATE_TARGET_MS, STEP_TARGET_MS = 10.0, 150.0
 WARMUP = 3
@@ -39,18 +42,20 @@ def prepare(args: argparse.Namespace, scratch: Path) -> Path:
     """The dataset directory to benchmark: --data, else Toys preprocessed into --out, else synthetic."""
     if args.data:
         return Path(args.data)
-    out = Path(args.out) if args.out else scratch / "data"
     toys = toys_dir()
-    if has_toys(toys):
-        inputs = toys_inputs(toys)
-        print(f"dataset: Amazon Toys from {toys}, preprocessing into {out}")
-    else:
-        inputs = Inputs(synthetic=True)
-        print(f"NOTICE: Amazon Toys not found at {toys} (set MMSR_TOYS_DIR); benchmarking the synthetic "
-              f"default instead, into {out}")
     start = time.perf_counter()
-    preprocess(PreprocessConfig(), inputs, out, log=lambda message: None)
-    print(f"preprocess: {time.perf_counter() - start:.1f} s")
+    if has_toys(toys):
+        out = Path(args.out)
+        print(f"dataset: Amazon Toys from {toys} (datasets/amazon-toys.yaml {' '.join(args.preprocess_set)}), "
+              f"in {out}")
+        prepare_toys(toys, out, args.preprocess_set)
+    else:
+        out = scratch / "data"
+        print(f"NOTICE: Amazon Toys not found at {toys} (set MMSR_TOYS_DIR); benchmarking the synthetic "
+              f"default instead")
+        preprocess(build_config(PreprocessConfig, overrides=args.preprocess_set), Inputs(synthetic=True), out,
+                   log=lambda message: None)
+    print(f"preprocess (or check it is up to date): {time.perf_counter() - start:.1f} s")
     return out
 
 
@@ -61,13 +66,11 @@ def percentile_ms(values: list[float], q: float) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", help="a preprocessed dataset directory (default: preprocess Amazon Toys)")
-    parser.add_argument("--out", help="where to preprocess Toys when --data is not given (default: a temporary "
-                                      "directory, removed afterwards); reused when up to date")
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--dim", type=int, default=64)
-    parser.add_argument("--layers", type=int, default=1)
-    parser.add_argument("--fusion", default="async",
-                        choices=["async", "homo_first", "hetero_first", "sync", "id_only"])
+    parser.add_argument("--out", default=str(ROOT / "runs" / "bench" / "model-data"),
+                        help="where to preprocess Toys when --data is not given; reused when up to date")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="a training setting (model, fusion, dim, n_layers, batch_size, readout, ...)")
+    parser.add_argument("--preprocess-set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--iters", type=int, default=20, help="timed iterations, after 3 warm-up ones")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     parser.add_argument("--seed", type=int, default=0)
@@ -83,20 +86,20 @@ def main(argv: list[str] | None = None) -> int:
     print(f"data: {counts['users']} users, {counts['items']} items, {len(users)} training samples, "
           f"max_len {data.max_len}, modalities {data.modalities or 'none'}")
 
+    config = build_config(TrainConfig, overrides=args.overrides)
     torch.manual_seed(args.seed)
-    model = MMSR(MMSRConfig(dim=args.dim, n_layers=args.layers, fusion=args.fusion), data.n_items, data.max_len,
-                 data.centroids, data.codes, data.features).train()
-    codes = {m: data.codes[m] for m in model.modalities}
-    optim = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model = build_model(config, data).train()
+    codes = model_codes(model, data)
+    optim = torch.optim.Adam(model.parameters(), lr=config.lr)
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"model: fusion {args.fusion}, d={args.dim}, {args.layers} layer(s), {n_params:,} parameters; "
-          f"batch {args.batch_size}, {args.iters} timed iterations after {WARMUP} warm-up, "
+    print(f"model: {config.model} {' '.join(args.overrides) or '(defaults)'}, {n_params:,} parameters; "
+          f"batch {config.batch_size}, {args.iters} timed iterations after {WARMUP} warm-up, "
           f"{torch.get_num_threads()} thread(s), load average {os.getloadavg()[0]:.2f}")
 
     rng = np.random.default_rng(args.seed)
     collate, forward, step, nodes, edges = [], [], [], [], []
     for it in range(WARMUP + args.iters):
-        idx = rng.choice(len(users), size=min(args.batch_size, len(users)), replace=False)
+        idx = rng.choice(len(users), size=min(config.batch_size, len(users)), replace=False)
         histories = data.inputs(users[idx], positions[idx])
 
         t0 = time.perf_counter()
@@ -128,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
           f"target < {STEP_TARGET_MS:.0f} ms  {'OK' if step_ms < STEP_TARGET_MS else 'MISSED'}")
     print(f"  of which forward:        median {percentile_ms(forward, 50):7.2f} ms")
     print(f"peak memory (ru_maxrss):   {peak_mb:,.0f} MB" + ("" if args.data else " (process, incl. preprocessing)"))
-    if (args.dim, args.layers, args.batch_size) != (64, 1, 256):
+    if (config.dim, config.n_layers, config.batch_size) != (64, 1, 256):
         print("note: the targets are stated for d=64, 1 layer, batch 256")
     missed = collate_ms >= COLLATE_TARGET_MS or step_ms >= STEP_TARGET_MS
     return 1 if args.check and missed else 0

@@ -1,10 +1,10 @@
 """Missing modalities at test time only (issue 5): evaluate a trained run with each modality dropped.
 
-    python benchmarks/missing.py --run runs/bench/toys-run [--rates 0,0.2,0.5,1.0] [--split test]
+    python benchmarks/missing.py --run runs/suite/loo/async-s1 [--rates 0,0.2,0.5,1.0] [--split test]
 
 For each modality and rate, that share of the items (a fixed random subset) loses its codes and reduced features
 of that modality for evaluation only; the model was trained with everything. Prints NDCG@10 and HR@10 per cell
-and writes the table to benchmarks/results/<protocol>/missing/<split>_only.json. The train-and-test variant trains with
+and writes the table to benchmarks/results/<protocol>/missing/<run>_<split>_only.json. The train-and-test variant trains with
 `--set missing_modality=M --set missing_rate=R` (suite.py experiments miss_<modality>_<rate>).
 """
 from __future__ import annotations
@@ -37,7 +37,7 @@ def main() -> None:
             print(f"{modality:6s} missing {rate:4.0%} at {args.split} time only: "
                   f"NDCG@10 {metrics['ndcg@10']:.4f}  HR@10 {metrics['hr@10']:.4f}", flush=True)
     protocol = data.manifest["settings"]["split"]
-    out = ROOT / "benchmarks" / "results" / protocol / "missing" / f"{args.split}_only.json"
+    out = ROOT / "benchmarks" / "results" / protocol / "missing" / f"{args.run.name}_{args.split}_only.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     summary = {"run_config": dataclasses.asdict(config), "split": args.split, "table": table}
     out.write_text(json.dumps(summary, indent=1) + "\n")

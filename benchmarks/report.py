@@ -26,7 +26,7 @@ def load(split: str) -> dict[str, list[dict]]:
 
 
 def table(runs: dict[str, list[dict]]) -> str:
-    head = ["model", "seeds", *COLUMNS, "valid ndcg@10", "best epoch", "s/epoch (mean)", "eval s", "peak GB",
+    head = ["model", "seeds", *COLUMNS, "valid ndcg@10", "best epoch", "s/epoch (mean)", "eval s", "peak GB (lowest seed)",
             "s/epoch (median)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, summaries in runs.items():
@@ -37,9 +37,12 @@ def table(runs: dict[str, list[dict]]) -> str:
             cells.append(f"{values.mean():.4f}{std}")
         valid = [s["valid"]["ndcg@10"] for s in summaries if "valid" in s]
         cells.append(f"{np.mean(valid):.4f}" if valid else "-")
-        for key in ("best_epoch", "seconds_per_epoch", "eval_seconds", "peak_rss_gb"):
+        for key in ("best_epoch", "seconds_per_epoch", "eval_seconds"):
             values = [s[key] for s in summaries if key in s]
             cells.append(f"{np.mean(values):.1f}" if values else "-")
+        # a run that shared its process with an earlier one inherits that one's peak: only ever too high
+        peaks = [s["peak_rss_gb"] for s in summaries if "peak_rss_gb" in s]
+        cells.append(f"{min(peaks):.2f}" if peaks else "-")
         epochs = [e["seconds"] for s in summaries for e in s.get("epochs", [])]
         cells.append(f"{np.median(epochs):.1f}" if epochs else "-")
         lines.append("| " + " | ".join(cells) + " |")

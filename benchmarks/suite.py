@@ -5,7 +5,7 @@
 
 Each (experiment, seed) trains into runs/suite/<split>/<experiment>-s<seed> with early stopping on validation
 NDCG@10 and tests the best checkpoint once. A finished run is skipped when the suite is run again, and an
-interrupted one resumes. A summary of every finished run is written to benchmarks/results/<split>/ (small
+interrupted one resumes. Several runs each get their own process, so that each one's peak memory is its own. A summary of every finished run is written to benchmarks/results/<split>/ (small
 JSON files that are committed); benchmarks/report.py turns them into the tables of BENCHMARKS.md.
 """
 from __future__ import annotations
@@ -14,6 +14,8 @@ import argparse
 import dataclasses
 import json
 import resource
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -100,6 +102,10 @@ def main() -> None:
         for name, overrides in EXPERIMENTS.items():
             print(f"{name:14s} {' '.join(overrides)}")
         return
+    names, seeds = args.experiments.split(","), [int(s) for s in args.seeds.split(",")]
+    for name in names:
+        if name not in EXPERIMENTS:
+            raise SystemExit(f"unknown experiment {name!r}; --list shows them")
     data_dir = prepare_toys(args.toys, ROOT / "runs" / "suite" / f"toys-{args.split}-data", [f"split={args.split}"])
     results_dir = ROOT / "benchmarks" / "results" / args.split
     popularity_path = results_dir / "popularity.json"
@@ -108,10 +114,15 @@ def main() -> None:
         results_dir.mkdir(parents=True, exist_ok=True)
         popularity_path.write_text(json.dumps({"experiment": "popularity", "test": evaluate_scores(
             data.train_popularity(), data, "test")}, indent=1) + "\n")
-    for name in args.experiments.split(","):
-        if name not in EXPERIMENTS:
-            raise SystemExit(f"unknown experiment {name!r}; --list shows them")
-        for seed in map(int, args.seeds.split(",")):
+    if len(names) * len(seeds) > 1:  # one process per run: ru_maxrss is the peak of the whole process
+        for name in names:
+            for seed in seeds:
+                subprocess.run([sys.executable, __file__, "--toys", str(args.toys), "--split", args.split,
+                                "--experiments", name, "--seeds", str(seed), *(f"--set={e}" for e in args.extra),
+                                f"--early-test-epochs={args.early_test_epochs}"], check=True)
+        return
+    for name in names:
+        for seed in seeds:
             summary = run_one(name, seed, data_dir, ROOT / "runs" / "suite" / args.split, results_dir, args.extra,
                               [int(e) for e in args.early_test_epochs.split(",") if e])
             test = summary["test"]

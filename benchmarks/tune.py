@@ -1,6 +1,6 @@
 """Validation-only tuning on Amazon Toys (issue 5): short trials with a fixed epoch budget, test never touched.
 
-    python benchmarks/tune.py --trials base,item_codes --epochs 6
+    python benchmarks/tune.py --trials item_codes,chosen_features --epochs 6
     python benchmarks/tune.py --list
 
 A trial is training overrides plus, optionally, preprocessing overrides (codes per modality, links per item).
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from toys import ROOT, prepare_toys, toys_dir
 
@@ -75,8 +76,8 @@ def run_trial(name: str, epochs: int, toys) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--toys", default=toys_dir())
-    parser.add_argument("--trials", default="base")
+    parser.add_argument("--toys", type=Path, default=toys_dir())
+    parser.add_argument("--trials", default="", help="comma-separated; --list shows them")
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--list", action="store_true")
     args = parser.parse_args()
@@ -84,6 +85,8 @@ def main() -> None:
         for name, (train_overrides, data_overrides) in TRIALS.items():
             print(f"{name:26s} {' '.join(train_overrides + data_overrides)}")
         return
+    if not args.trials:
+        parser.error("--trials is required (--list shows them)")
     for name in args.trials.split(","):
         if name not in TRIALS:
             raise SystemExit(f"unknown trial {name!r}; --list shows them")

@@ -116,7 +116,3 @@ def build_config(cls: type[C], file: str | Path | None = None, overrides: typing
     if validate is not None:
         validate()
     return config
-
-
-def to_dict(config: Any) -> dict[str, Any]:
-    return dataclasses.asdict(config)

@@ -314,6 +314,15 @@ def test_recommend_jsonl_for_listed_users(trained_run, tmp_path):
 
 # ---- CLI errors ----------------------------------------------------------------------------------------------
 
+def test_model_specific_settings_default_to_the_chosen_model():
+    from mmsr_dgl.config import build_config
+    sasrec = build_config(TrainConfig, overrides=["model=sasrec"])
+    assert (sasrec.n_layers, sasrec.dropout, sasrec.attn_dropout, sasrec.temperature) == (2, 0.5, 0.5, 0.0)
+    mmsr = build_config(TrainConfig)
+    assert (mmsr.n_layers, mmsr.dropout, mmsr.attn_dropout, mmsr.temperature) == (1, 0.2, 0.1, 0.1)
+    assert build_config(TrainConfig, overrides=["model=sasrec", "dropout=0.3"]).dropout == 0.3
+
+
 def test_scientific_notation_settings_parse():
     from mmsr_dgl.config import build_config
     assert build_config(TrainConfig, overrides=["lr=1e-3", "weight_decay=5E-5"]).lr == 0.001

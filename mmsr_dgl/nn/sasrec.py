@@ -16,6 +16,7 @@ from .scoring import FullSortRecommender
 
 @dataclass
 class SASRecConfig:
+    """RecBole's SASRec settings for Amazon data; `TrainConfig(model="sasrec")` takes them as its defaults."""
     dim: int = 64
     n_layers: int = 2
     n_heads: int = 2

@@ -13,15 +13,16 @@ from .metrics import KS, METRICS
 class TrainConfig:
     model: Literal["mmsr", "sasrec"] = "mmsr"
     dim: int = 64
-    n_layers: int = 1
+    n_layers: int | None = None  # None (here and below): the chosen model's default, MMSR 1 and SASRec 2
     n_heads: int = 2  # sasrec only
     fusion: Literal["async", "homo_first", "hetero_first", "sync", "id_only"] = "async"
-    dropout: float = 0.2
-    attn_dropout: float = 0.1
+    dropout: float | None = None  # MMSR 0.2, SASRec 0.5 (RecBole's)
+    attn_dropout: float | None = None  # MMSR 0.1, SASRec 0.5
     code_init: Literal["centroids", "random"] = "centroids"
     readout: Literal["last", "last+pool"] = "last+pool"  # the paper: last
     item_repr: Literal["id", "id+codes", "id+codes+features"] = "id+codes"  # the paper: id
-    temperature: float = 0.1  # scores: 0 = dot product (the paper); > 0 = cosine similarity divided by this
+    # scores: 0 = dot product (the paper's and RecBole's); > 0 = cosine similarity divided by this. MMSR 0.1, SASRec 0
+    temperature: float | None = None
     modalities: list[str] | None = None  # None: every modality of the dataset
     missing_modality: str | None = None  # simulate missing data: this modality is dropped ...
     missing_rate: float = 0.0  # ... for this share of the items, in training and evaluation alike
@@ -37,6 +38,12 @@ class TrainConfig:
     threads: int = 2
     device: str = "cpu"
     num_workers: int = 0  # data-loader worker processes building graphs
+
+    def __post_init__(self) -> None:
+        defaults = SASRecConfig() if self.model == "sasrec" else MMSRConfig()
+        for name in ("n_layers", "dropout", "attn_dropout", "temperature"):
+            if getattr(self, name) is None:
+                setattr(self, name, getattr(defaults, name))
 
     def validate(self) -> None:
         names = {f"{m}@{k}" for m in METRICS for k in KS}

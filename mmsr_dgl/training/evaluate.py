@@ -14,20 +14,29 @@ from .metrics import MetricAccumulator, mask_seen, pessimistic_rank
 
 
 @torch.no_grad()
-def evaluate(model: Recommender, data: ProcessedData, split: str, batch_size: int = 1024, exclude_seen: bool = False,
-             device: str = "cpu", num_workers: int = 0, progress: bool = False) -> dict[str, float]:
-    """HR, NDCG and MRR at 5/10/20 of `model` on a split ('valid' or 'test'), averaged over its samples."""
+def target_ranks(model: Recommender, data: ProcessedData, split: str, batch_size: int = 1024,
+                 exclude_seen: bool = False, device: str = "cpu", num_workers: int = 0,
+                 progress: bool = False) -> torch.Tensor:
+    """[n_samples]: the 0-based pessimistic rank of each sample's target among all items, in the split's order."""
     model.eval()
     # the items as this data describes them (drops included)
     model.set_item_content(*data.item_content(model.modalities))
-    acc = MetricAccumulator()
     loader = split_batches(data, model, split, batch_size, num_workers=num_workers, with_seen=exclude_seen)
+    ranks = []
     for batch in tqdm(loader, desc=f"evaluate {split}", leave=False, disable=not progress):
         batch = batch_to(batch, device)
         scores = model.full_sort_predict(batch)
         if exclude_seen:
             scores = mask_seen(scores, batch.seen, batch.targets)
-        acc.add(pessimistic_rank(scores, batch.targets))
+        ranks.append(pessimistic_rank(scores, batch.targets))
+    return torch.cat(ranks)
+
+
+def evaluate(model: Recommender, data: ProcessedData, split: str, batch_size: int = 1024, exclude_seen: bool = False,
+             device: str = "cpu", num_workers: int = 0, progress: bool = False) -> dict[str, float]:
+    """HR, NDCG and MRR at 5/10/20 of `model` on a split ('valid' or 'test'), averaged over its samples."""
+    acc = MetricAccumulator()
+    acc.add(target_ranks(model, data, split, batch_size, exclude_seen, device, num_workers, progress))
     return acc.result()
 
 
