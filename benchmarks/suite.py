@@ -5,8 +5,9 @@
 
 Each (experiment, seed) trains into runs/suite/<split>/<experiment>-s<seed> with early stopping on validation
 NDCG@10 and tests the best checkpoint once. A finished run is skipped when the suite is run again, and an
-interrupted one resumes. Several runs each get their own process, so that each one's peak memory is its own. A summary of every finished run is written to benchmarks/results/<split>/ (small
-JSON files that are committed); benchmarks/report.py turns them into the tables of BENCHMARKS.md.
+interrupted one resumes. Several runs each get their own process, so that each one's peak memory is its own.
+A summary of every finished run is written to benchmarks/results/<split>/ (small JSON files that are committed);
+benchmarks/report.py turns them into the tables of BENCHMARKS.md.
 """
 from __future__ import annotations
 
