@@ -12,8 +12,10 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from mmsr_dgl.training import target_ranks
+from mmsr_dgl.training.metrics import metric_sums
 from mmsr_dgl.training.run import load_run
 
 GROUPS = ("tail (rarest third)", "middle third", "head (most popular third)")
@@ -40,10 +42,10 @@ def main() -> None:
         hits[run] = hit
         print(f"{run} ({config.model}): {args.split} HR@10 {hit.mean():.4f}")
         for g, name in enumerate(GROUPS):
-            r = ranks[group == g]
-            ndcg = np.where(r < 10, 1 / np.log2(r + 2), 0).mean()
-            print(f"  {name:27s} (median {counts[g]:5.0f} training interactions): HR@10 {(r < 10).mean():.4f}  "
-                  f"NDCG@10 {ndcg:.4f}")
+            in_group = torch.from_numpy(ranks[group == g])
+            sums = metric_sums(in_group, ks=(10,))
+            print(f"  {name:27s} (median {counts[g]:5.0f} training interactions): "
+                  f"HR@10 {sums['hr@10'] / len(in_group):.4f}  NDCG@10 {sums['ndcg@10'] / len(in_group):.4f}")
     if len(hits) >= 2:
         (a, hit_a), (b, hit_b) = list(hits.items())[:2]
         print(f"hit at 10 by both: {np.sum(hit_a & hit_b)}; only by {a}: {np.sum(hit_a & ~hit_b)}; "
