@@ -28,6 +28,7 @@ from mmsr_dgl.training import TrainConfig, evaluate, evaluate_scores, train
 from mmsr_dgl.training.run import CONFIG_FILE, load_run
 
 EARLY_KEYS = ("hr@5", "mrr@5", "hr@20", "mrr@20")  # the figures published for the original code
+SASREC = ["model=sasrec", "n_layers=2", "n_heads=2", "dim=64", "temperature=0"]
 EXPERIMENTS = {
     "async": [],
     "sync": ["fusion=sync"],
@@ -39,11 +40,9 @@ EXPERIMENTS = {
     # not an ablation: the default plus a learned map of each item's reduced features in its embedding
     "features": ["item_repr=id+codes+features"],
     # RecBole's SASRec: dot-product scores
-    "sasrec": ["model=sasrec", "n_layers=2", "n_heads=2", "dim=64", "dropout=0.5", "attn_dropout=0.5",
-               "temperature=0"],
+    "sasrec": SASREC + ["dropout=0.5", "attn_dropout=0.5"],
     # SASRec tuned on validation: the only trial that beat RecBole's settings at epoch 6 (tune.py sasrec_dropout_0.2)
-    "sasrec_dropout_0.2": ["model=sasrec", "n_layers=2", "n_heads=2", "dim=64", "dropout=0.2", "attn_dropout=0.2",
-                           "temperature=0"],
+    "sasrec_dropout_0.2": SASREC + ["dropout=0.2", "attn_dropout=0.2"],
     # missing modalities in training and evaluation alike (test-time-only drops: benchmarks/missing.py)
     **{f"miss_{m}_{r}": [f"missing_modality={m}", f"missing_rate={r}"]
        for m in ("image", "text") for r in (0.2, 0.5, 1.0)},
