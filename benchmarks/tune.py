@@ -13,6 +13,7 @@ import argparse
 import json
 from pathlib import Path
 
+from suite import EXPERIMENTS
 from toys import ROOT, prepare_toys, toys_dir
 
 from mmsr_dgl.config import build_config
@@ -21,7 +22,7 @@ from mmsr_dgl.training.run import CONFIG_FILE
 
 # every trial starts from the paper's choices, whatever the current defaults are
 PAPER = ["readout=last", "item_repr=id", "temperature=0"]
-SASREC = ["model=sasrec", "n_layers=2", "n_heads=2", "dim=64", "dropout=0.5", "attn_dropout=0.5", "temperature=0"]
+SASREC = EXPERIMENTS["sasrec"]  # RecBole's settings; a later override of the same setting wins
 CHOSEN = ["item_repr=id+codes", "readout=last+pool", "temperature=0.1"]
 
 
@@ -49,8 +50,8 @@ TRIALS = {
     "features_layers_2": (chosen("item_repr=id+codes+features", "n_layers=2"), ["n_codes=256"]),
     "features_last": (chosen("item_repr=id+codes+features", "readout=last"), ["n_codes=256"]),
     "sasrec": (SASREC, []),
-    "sasrec_cos_0.1": (SASREC[:-1] + ["temperature=0.1"], []),
-    "sasrec_dropout_0.2": (SASREC[:-3] + ["dropout=0.2", "attn_dropout=0.2", "temperature=0"], []),
+    "sasrec_cos_0.1": (SASREC + ["temperature=0.1"], []),
+    "sasrec_dropout_0.2": (EXPERIMENTS["sasrec_dropout_0.2"], []),
     "sasrec_lr_2e-3": (SASREC + ["lr=2e-3"], []),
 }
 
