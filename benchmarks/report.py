@@ -79,7 +79,8 @@ def tuning_table() -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for path in sorted((ROOT / "benchmarks" / "results" / "tuning").glob("*.json")):
         t = json.loads(path.read_text())
-        settings = " ".join(t["train_overrides"] + t["preprocess_overrides"]) or "(the paper's)"
+        overrides = dict(o.split("=", 1) for o in t["train_overrides"] + t["preprocess_overrides"])  # last wins
+        settings = " ".join(f"{k}={v}" for k, v in overrides.items()) or "(the paper's)"
         curve = " ".join(f"{x:.4f}" for x in t["valid_ndcg10_per_epoch"])
         lines.append(f"| {t['trial']} | {settings} | {t['epochs']} | {curve} | {t['best_valid']['ndcg@10']:.4f} | "
                      f"{t['best_valid']['hr@10']:.4f} | {np.median(t['seconds_per_epoch']):.0f} |")

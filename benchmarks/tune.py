@@ -22,14 +22,20 @@ from mmsr_dgl.training.run import CONFIG_FILE
 
 # every trial starts from the paper's choices, whatever the current defaults are
 PAPER = ["readout=last", "item_repr=id", "temperature=0"]
-SASREC = EXPERIMENTS["sasrec"]  # RecBole's settings; a later override of the same setting wins
+SASREC = EXPERIMENTS["sasrec"]  # RecBole's settings
+SASREC_D02 = EXPERIMENTS["sasrec_dropout_0.2"]  # the best SASRec on validation so far
 CHOSEN = ["item_repr=id+codes", "readout=last+pool", "temperature=0.1"]
+
+
+def changed(base: list[str], *changes: str) -> list[str]:
+    """`base` overrides with some of them changed (or added)."""
+    keys = {c.split("=")[0] for c in changes}
+    return [o for o in base if o.split("=")[0] not in keys] + list(changes)
 
 
 def chosen(*changes: str) -> list[str]:
     """The chosen settings with some of them changed."""
-    keys = {c.split("=")[0] for c in changes}
-    return [o for o in CHOSEN if o.split("=")[0] not in keys] + list(changes)
+    return changed(CHOSEN, *changes)
 
 
 # name -> (training overrides, preprocessing overrides)
@@ -49,10 +55,23 @@ TRIALS = {
     # around the chosen settings with features, aimed at HR@10 (where MMSR trails SASRec on rare targets)
     "features_layers_2": (chosen("item_repr=id+codes+features", "n_layers=2"), ["n_codes=256"]),
     "features_last": (chosen("item_repr=id+codes+features", "readout=last"), ["n_codes=256"]),
+    "features_residual": (chosen("item_repr=id+codes+features", "readout=last+pool_residual"), ["n_codes=256"]),
+    # the settings the issue lists that no trial had changed yet: learning rate, weight decay, batch size, links
+    "chosen_lr_2e-3": (chosen("lr=2e-3"), ["n_codes=256"]),
+    "chosen_wd_1e-5": (chosen("weight_decay=1e-5"), ["n_codes=256"]),
+    "chosen_batch_512": (chosen("batch_size=512"), ["n_codes=256"]),
+    "chosen_links_5": (CHOSEN, ["n_codes=256", "codes_per_item=5"]),
     "sasrec": (SASREC, []),
-    "sasrec_cos_0.1": (SASREC + ["temperature=0.1"], []),
-    "sasrec_dropout_0.2": (EXPERIMENTS["sasrec_dropout_0.2"], []),
-    "sasrec_lr_2e-3": (SASREC + ["lr=2e-3"], []),
+    "sasrec_cos_0.1": (changed(SASREC, "temperature=0.1"), []),
+    "sasrec_dropout_0.2": (SASREC_D02, []),
+    "sasrec_lr_2e-3": (changed(SASREC, "lr=2e-3"), []),
+    # around the tuned SASRec (dropout 0.2), as MMSR's trials go around its chosen settings
+    "sasrec_d0.2_layers_1": (changed(SASREC_D02, "n_layers=1"), []),
+    "sasrec_d0.2_layers_3": (changed(SASREC_D02, "n_layers=3"), []),
+    "sasrec_d0.2_dim_128": (changed(SASREC_D02, "dim=128"), []),
+    "sasrec_d0.2_wd_1e-5": (changed(SASREC_D02, "weight_decay=1e-5"), []),
+    "sasrec_d0.2_batch_512": (changed(SASREC_D02, "batch_size=512"), []),
+    "sasrec_dropout_0.3": (changed(SASREC, "dropout=0.3", "attn_dropout=0.3"), []),
 }
 
 

@@ -313,7 +313,7 @@ def test_gradients_reach_every_parameter(data, fusion):
 # ------------------------------------------------------------------------------- batching and readout
 
 
-@pytest.mark.parametrize("readout", ["last", "last+pool"])
+@pytest.mark.parametrize("readout", ["last", "last+pool", "last+pool_residual"])
 def test_batched_forward_equals_single_forwards(data, readout):
     model = make_model(data, "async", readout=readout).eval()
     histories, _ = sample(data, 8, seed=7)

@@ -21,7 +21,8 @@ class MMSRConfig:
     dropout: float = 0.2  # on node embeddings and on each layer's update
     attn_dropout: float = 0.1
     code_init: str = "centroids"  # centroids | random: how code embeddings start
-    readout: str = "last+pool"  # last: the last item's node (the paper) | last+pool: plus an attention pool
+    readout: str = "last+pool"  # last: the last item's node (the paper) | last+pool: plus an attention pool |
+    # last+pool_residual: the last item's node plus the last+pool readout of it
     item_repr: str = "id+codes"  # id: item embedding = id embedding (the paper) | id+codes: plus its mean code
     # embedding per modality | id+codes+features: plus a linear map of its reduced features per modality
     temperature: float = 0.1  # 0: dot-product scores (the paper); > 0: cosine similarity / temperature
@@ -94,7 +95,7 @@ class MMSR(FullSortRecommender):
                                      for _ in range(config.n_layers)])
         self.input_norm = nn.LayerNorm(d)
         self.dropout = nn.Dropout(config.dropout)
-        if config.readout == "last+pool":
+        if config.readout != "last":
             self.pool = AttentionPool(d)
         if "features" in config.item_repr:
             self.feature_proj = nn.ModuleDict({m: nn.Linear(modalities[m].shape[1], d, bias=False)
@@ -145,7 +146,10 @@ class MMSR(FullSortRecommender):
         for layer in self.layers:
             h = layer(batch, h)
         last = h["item"][batch.last]  # [B, d]
-        return self.pool(batch, h["item"], last) if self.config.readout == "last+pool" else last
+        if self.config.readout == "last":
+            return last
+        pooled = self.pool(batch, h["item"], last)  # [B, d]
+        return last + pooled if self.config.readout == "last+pool_residual" else pooled
 
     def gates(self) -> list[dict[str, torch.Tensor]]:
         """Per layer, node type -> [N_t, 2] update-gate weights (order A, order B) of the last forward."""
