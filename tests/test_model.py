@@ -328,6 +328,20 @@ def test_batched_forward_equals_single_forwards(data, readout):
     assert (together[0] - together[1]).abs().max() > 1e-3
 
 
+def test_residual_readout_is_last_plus_pool(data):
+    """last+pool_residual = the `last` readout + the `last+pool` readout, with the same weights."""
+    models = {r: make_model(data, "async", readout=r).eval() for r in ("last", "last+pool", "last+pool_residual")}
+    weights = models["last+pool_residual"].state_dict()
+    models["last+pool"].load_state_dict(weights)
+    models["last"].load_state_dict({k: v for k, v in weights.items() if not k.startswith("pool.")})
+    histories, _ = sample(data, 8, seed=3)
+    batch = make_batch(histories, codes_for(models["last"], data), data.max_len)
+    with torch.no_grad():
+        out = {r: m(batch) for r, m in models.items()}
+    torch.testing.assert_close(out["last+pool_residual"], out["last"] + out["last+pool"])
+    assert (out["last+pool"] - out["last"]).abs().max() > 1e-3  # the pool does change the readout
+
+
 @pytest.mark.parametrize("fusion", ["async", "sync"])
 def test_missing_modality_is_finite(data, fusion):
     model = make_model(data, fusion).eval()
