@@ -33,11 +33,6 @@ def changed(base: list[str], *changes: str) -> list[str]:
     return [o for o in base if o.split("=")[0] not in keys] + list(changes)
 
 
-def chosen(*changes: str) -> list[str]:
-    """The chosen settings with some of them changed."""
-    return changed(CHOSEN, *changes)
-
-
 # name -> (training overrides, preprocessing overrides)
 TRIALS = {
     "item_codes": (["item_repr=id+codes"], []),
@@ -46,20 +41,21 @@ TRIALS = {
     "item_codes_256_cos_0.1": (["item_repr=id+codes", "temperature=0.1"], ["n_codes=256"]),
     "item_codes_256_pool_cos_0.1": (CHOSEN, ["n_codes=256"]),
     # around the chosen settings (item codes, 256 codes, pool readout, cosine / 0.1)
-    "chosen_tau_0.2": (chosen("temperature=0.2"), ["n_codes=256"]),
-    "chosen_tau_0.05": (chosen("temperature=0.05"), ["n_codes=256"]),
-    "chosen_dropout_0.4": (chosen("dropout=0.4"), ["n_codes=256"]),
-    "chosen_dim_128": (chosen("dim=128"), ["n_codes=256"]),
+    "chosen_tau_0.2": (changed(CHOSEN, "temperature=0.2"), ["n_codes=256"]),
+    "chosen_tau_0.05": (changed(CHOSEN, "temperature=0.05"), ["n_codes=256"]),
+    "chosen_dropout_0.4": (changed(CHOSEN, "dropout=0.4"), ["n_codes=256"]),
+    "chosen_dim_128": (changed(CHOSEN, "dim=128"), ["n_codes=256"]),
     "chosen_codes_1024": (CHOSEN, ["n_codes=1024"]),
-    "chosen_features": (chosen("item_repr=id+codes+features"), ["n_codes=256"]),
+    "chosen_features": (changed(CHOSEN, "item_repr=id+codes+features"), ["n_codes=256"]),
     # around the chosen settings with features, aimed at HR@10 (where MMSR trails SASRec on rare targets)
-    "features_layers_2": (chosen("item_repr=id+codes+features", "n_layers=2"), ["n_codes=256"]),
-    "features_last": (chosen("item_repr=id+codes+features", "readout=last"), ["n_codes=256"]),
-    "features_residual": (chosen("item_repr=id+codes+features", "readout=last+pool_residual"), ["n_codes=256"]),
+    "features_layers_2": (changed(CHOSEN, "item_repr=id+codes+features", "n_layers=2"), ["n_codes=256"]),
+    "features_last": (changed(CHOSEN, "item_repr=id+codes+features", "readout=last"), ["n_codes=256"]),
+    "features_residual": (changed(CHOSEN, "item_repr=id+codes+features", "readout=last+pool_residual"),
+                          ["n_codes=256"]),
     # the settings the issue lists that no trial had changed yet: learning rate, weight decay, batch size, links
-    "chosen_lr_2e-3": (chosen("lr=2e-3"), ["n_codes=256"]),
-    "chosen_wd_1e-5": (chosen("weight_decay=1e-5"), ["n_codes=256"]),
-    "chosen_batch_512": (chosen("batch_size=512"), ["n_codes=256"]),
+    "chosen_lr_2e-3": (changed(CHOSEN, "lr=2e-3"), ["n_codes=256"]),
+    "chosen_wd_1e-5": (changed(CHOSEN, "weight_decay=1e-5"), ["n_codes=256"]),
+    "chosen_batch_512": (changed(CHOSEN, "batch_size=512"), ["n_codes=256"]),
     "chosen_links_5": (CHOSEN, ["n_codes=256", "codes_per_item=5"]),
     "sasrec": (SASREC, []),
     "sasrec_cos_0.1": (changed(SASREC, "temperature=0.1"), []),
