@@ -13,9 +13,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 COLUMNS = [f"{m}@{k}" for k in (5, 10, 20) for m in ("hr", "ndcg", "mrr")]
-ORDER = ["async", "features", "sync", "homo_first", "hetero_first", "id_only", "no_image", "no_text",
-         *(f"miss_{m}_{r}" for m in ("image", "text") for r in (0.2, 0.5, 1.0)), "sasrec", "sasrec_dropout_0.2",
-         "popularity"]
+ORDER = ["async", "features", "features_mixture", "sync", "homo_first", "hetero_first", "id_only", "no_image",
+         "no_text", *(f"miss_{m}_{r}" for m in ("image", "text") for r in (0.2, 0.5, 1.0)), "sasrec",
+         "sasrec_dropout_0.2", "popularity"]
 
 
 def load(split: str) -> dict[str, list[dict]]:
@@ -28,8 +28,8 @@ def load(split: str) -> dict[str, list[dict]]:
 
 
 def table(runs: dict[str, list[dict]]) -> str:
-    head = ["model", "seeds", *COLUMNS, "valid ndcg@10", "best epoch", "s/epoch (mean)", "eval s", "peak GB (lowest seed)",
-            "s/epoch (median)"]
+    head = ["model", "seeds", *COLUMNS, "valid ndcg@10", "best epoch", "s/epoch (mean)", "eval s",
+            "peak GB (lowest seed)", "s/epoch (median)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, summaries in runs.items():
         cells = [name, str(len(summaries)) if name != "popularity" else "-"]

@@ -52,6 +52,11 @@ TRIALS = {
     "features_last": (changed(CHOSEN, "item_repr=id+codes+features", "readout=last"), ["n_codes=256"]),
     "features_residual": (changed(CHOSEN, "item_repr=id+codes+features", "readout=last+pool_residual"),
                           ["n_codes=256"]),
+    "features_dim_128": (changed(CHOSEN, "item_repr=id+codes+features", "dim=128"), ["n_codes=256"]),
+    "features_mixture": (changed(CHOSEN, "item_repr=id+codes+features", "readout=mixture"), ["n_codes=256"]),
+    "features_mixture_gated": (changed(CHOSEN, "item_repr=id+codes+features", "readout=mixture_gated"),
+                               ["n_codes=256"]),
+    "features_ensemble": (changed(CHOSEN, "item_repr=id+codes+features", "readout=ensemble"), ["n_codes=256"]),
     # the settings the issue lists that no trial had changed yet: learning rate, weight decay, batch size, links
     "chosen_lr_2e-3": (changed(CHOSEN, "lr=2e-3"), ["n_codes=256"]),
     "chosen_wd_1e-5": (changed(CHOSEN, "weight_decay=1e-5"), ["n_codes=256"]),
@@ -68,6 +73,9 @@ TRIALS = {
     "sasrec_d0.2_wd_1e-5": (changed(SASREC_D02, "weight_decay=1e-5"), []),
     "sasrec_d0.2_batch_512": (changed(SASREC_D02, "batch_size=512"), []),
     "sasrec_dropout_0.3": (changed(SASREC, "dropout=0.3", "attn_dropout=0.3"), []),
+    "sasrec_dropout_0.1": (changed(SASREC, "dropout=0.1", "attn_dropout=0.1"), []),
+    "sasrec_d0.2_lr_2e-3": (changed(SASREC_D02, "lr=2e-3"), []),
+    "sasrec_d0.2_cos_0.1": (changed(SASREC_D02, "temperature=0.1"), []),
 }
 
 

@@ -10,6 +10,7 @@ import dgl.function as fn  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 from dgl.nn.functional import edge_softmax  # noqa: E402
 from torch import nn  # noqa: E402
 
@@ -313,19 +314,19 @@ def test_gradients_reach_every_parameter(data, fusion):
 # ------------------------------------------------------------------------------- batching and readout
 
 
-@pytest.mark.parametrize("readout", ["last", "last+pool", "last+pool_residual"])
+@pytest.mark.parametrize("readout", ["last", "last+pool", "last+pool_residual", "mixture", "mixture_gated"])
 def test_batched_forward_equals_single_forwards(data, readout):
     model = make_model(data, "async", readout=readout).eval()
     histories, _ = sample(data, 8, seed=7)
     histories[0] = histories[0][-1:]  # a one-item history
     codes = codes_for(model, data)
     with torch.no_grad():
-        together = model(make_batch(histories, codes, data.max_len))
-        alone = torch.cat([model(make_batch([h], codes, data.max_len)) for h in histories])
-    assert together.shape == (8, 16)
+        together = model.full_sort_predict(make_batch(histories, codes, data.max_len))
+        alone = torch.cat([model.full_sort_predict(make_batch([h], codes, data.max_len)) for h in histories])
+    assert together.shape == (8, data.n_items)
     torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-5)
     # and the rows really differ between histories (no degenerate readout)
-    assert (together[0] - together[1]).abs().max() > 1e-3
+    assert (together[0, 1:] - together[1, 1:]).abs().max() > 1e-3
 
 
 def test_residual_readout_is_last_plus_pool(data):
@@ -340,6 +341,42 @@ def test_residual_readout_is_last_plus_pool(data):
         out = {r: m(batch) for r, m in models.items()}
     torch.testing.assert_close(out["last+pool_residual"], out["last"] + out["last+pool"])
     assert (out["last+pool"] - out["last"]).abs().max() > 1e-3  # the pool does change the readout
+
+
+@pytest.mark.parametrize("readout,temperature", [("mixture", 0.0), ("mixture", 0.1), ("mixture_gated", 0.1),
+                                                  ("ensemble", 0.1)])
+def test_mixture_readout_mixes_the_two_softmaxes(data, readout, temperature):
+    """readout=mixture scores = log(w softmax(`last` scores) + (1 - w) softmax(`last+pool` scores)) with the same
+    weights; w = 1/2, or per history under mixture_gated. The loss is the mixture's cross-entropy, or under
+    ensemble the mean of the two readouts' own cross-entropies."""
+    models = {r: make_model(data, "async", readout=r, temperature=temperature).eval()
+              for r in ("last", "last+pool", readout)}
+    weights = models[readout].state_dict()
+    models["last+pool"].load_state_dict({k: v for k, v in weights.items() if not k.startswith("mixer.")})
+    models["last"].load_state_dict({k: v for k, v in weights.items() if not k.startswith(("pool.", "mixer."))})
+    histories, targets = sample(data, 8, seed=5)
+    batch = make_batch(histories, codes_for(models["last"], data), data.max_len, targets)
+    with torch.no_grad():
+        scores = {r: m.full_sort_predict(batch) for r, m in models.items()}
+        mix = models[readout](batch)[1].exp()  # [8, 2]
+    loss = models[readout].calculate_loss(batch)
+    loss.backward()
+    probs = mix[:, :1] * scores["last"].softmax(-1) + mix[:, 1:] * scores["last+pool"].softmax(-1)
+    torch.testing.assert_close(scores[readout].exp(), probs)
+    torch.testing.assert_close(mix.sum(1), torch.ones(8))
+    if readout == "mixture_gated":
+        assert (mix[:, 0] - mix[0, 0]).abs().max() > 1e-4  # the weights depend on the history
+    else:
+        torch.testing.assert_close(mix, torch.full((8, 2), 0.5))
+    assert torch.isneginf(scores[readout][:, 0]).all()  # padding never ranks
+    rows = torch.arange(8)
+    if readout == "ensemble":
+        own = [F.cross_entropy(scores[r], batch.targets) for r in ("last", "last+pool")]
+        torch.testing.assert_close(loss.detach(), (own[0] + own[1]) / 2)
+    else:
+        torch.testing.assert_close(loss.detach(), -probs[rows, batch.targets].log().mean())
+    assert all(torch.isfinite(p.grad).all() for p in models[readout].parameters() if p.grad is not None)
+    assert (probs - scores["last"].softmax(-1)).abs().max() > 1e-4  # the two heads do differ
 
 
 @pytest.mark.parametrize("fusion", ["async", "sync"])

@@ -1,6 +1,7 @@
 """The MMSR recommender: node embeddings -> MMSR layers -> last-item readout -> scores over all items."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import dgl
@@ -10,7 +11,7 @@ from torch import nn
 
 from ..graph import MSGraphBatch, MSGraphSchema
 from .layer import MMSRLayer
-from .scoring import FullSortRecommender
+from .scoring import FullSortRecommender, Query
 
 
 @dataclass
@@ -22,7 +23,10 @@ class MMSRConfig:
     attn_dropout: float = 0.1
     code_init: str = "centroids"  # centroids | random: how code embeddings start
     readout: str = "last+pool"  # last: the last item's node (the paper) | last+pool: plus an attention pool |
-    # last+pool_residual: the last item's node plus the last+pool readout of it
+    # last+pool_residual: the last item's node plus the last+pool readout of it | mixture: the `last` and
+    # `last+pool` readouts as two queries whose softmaxes over the items are averaged (a mixture of softmaxes) |
+    # mixture_gated: the same with per-history weights softmax(W [last; last+pool]) (a learned mixture prior) |
+    # ensemble: the same two queries, each trained with its own cross-entropy, their softmaxes averaged
     item_repr: str = "id+codes"  # id: item embedding = id embedding (the paper) | id+codes: plus its mean code
     # embedding per modality | id+codes+features: plus a linear map of its reduced features per modality
     temperature: float = 0.1  # 0: dot-product scores (the paper); > 0: cosine similarity / temperature
@@ -71,6 +75,7 @@ class MMSR(FullSortRecommender):
         super().__init__()
         self.config = config
         self.temperature = config.temperature
+        self.heads_apart = config.readout == "ensemble"
         if config.fusion == "id_only":
             modalities = {}
         self.modalities = sorted(modalities)
@@ -97,6 +102,8 @@ class MMSR(FullSortRecommender):
         self.dropout = nn.Dropout(config.dropout)
         if config.readout != "last":
             self.pool = AttentionPool(d)
+        if config.readout == "mixture_gated":
+            self.mixer = nn.Linear(2 * d, 2)
         if "features" in config.item_repr:
             self.feature_proj = nn.ModuleDict({m: nn.Linear(modalities[m].shape[1], d, bias=False)
                                                for m in self.modalities})
@@ -141,7 +148,7 @@ class MMSR(FullSortRecommender):
             h[t] = self.dropout(self.input_norm(x))
         return h
 
-    def encode(self, batch: MSGraphBatch, items: torch.Tensor) -> torch.Tensor:
+    def encode(self, batch: MSGraphBatch, items: torch.Tensor) -> Query:
         h = self.node_inputs(batch, items)
         for layer in self.layers:
             h = layer(batch, h)
@@ -149,6 +156,11 @@ class MMSR(FullSortRecommender):
         if self.config.readout == "last":
             return last
         pooled = self.pool(batch, h["item"], last)  # [B, d]
+        if self.config.readout in ("mixture", "mixture_gated", "ensemble"):
+            queries = torch.stack([last, pooled], dim=1)  # [B, 2, d]
+            if self.config.readout == "mixture_gated":
+                return queries, self.mixer(queries.flatten(1)).log_softmax(-1)  # log weights [B, 2]
+            return queries, last.new_full((len(last), 2), -math.log(2))
         return last + pooled if self.config.readout == "last+pool_residual" else pooled
 
     def gates(self) -> list[dict[str, torch.Tensor]]:

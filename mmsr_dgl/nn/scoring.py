@@ -8,18 +8,25 @@ from torch import nn
 
 from ..graph import MSGraphBatch
 
+Query = torch.Tensor | tuple[torch.Tensor, torch.Tensor]  # [B, d], or H queries [B, H, d] and log weights [B, H]
+
 
 class FullSortRecommender(nn.Module):
     """Subclasses define `item_emb` (ids 0..n_items-1, 0 = padding), `modalities`, `temperature` and
-    `encode(batch, items) -> [B, d]`, which reads the item table `items` [n_items, d] computed once per step.
+    `encode(batch, items)`, which reads the item table `items` [n_items, d] computed once per step and returns a
+    query [B, d], or H queries [B, H, d] with their log mixture weights [B, H].
 
     Scores are dot products with every item embedding (with `temperature` > 0: cosine similarities divided by
-    it); padding always scores -inf; the loss is cross-entropy over all items.
+    it); padding always scores -inf; the loss is cross-entropy over all items. With H queries the scores are the
+    log of the weighted sum of their H softmaxes (a mixture of softmaxes), so they are log-probabilities. The loss
+    is then the mixture's cross-entropy, or, with `heads_apart`, the mean of each query's own cross-entropy (so
+    that each is a whole recommender and the mixture an ensemble of them).
     """
 
     item_emb: nn.Embedding
     modalities: list[str]
     temperature: float = 0.0
+    heads_apart: bool = False
 
     def set_item_content(self, codes: dict[str, np.ndarray], features: dict[str, np.ndarray]) -> None:
         """Tell the model the codes (modality -> [n_items, k]) and reduced features (modality -> [n_items, f]) of
@@ -29,20 +36,39 @@ class FullSortRecommender(nn.Module):
         """[n_items, d]: the embeddings every item is scored with."""
         return self.item_emb.weight
 
-    def encode(self, batch: MSGraphBatch, items: torch.Tensor) -> torch.Tensor:
+    def encode(self, batch: MSGraphBatch, items: torch.Tensor) -> Query:
         raise NotImplementedError
 
-    def forward(self, batch: MSGraphBatch) -> torch.Tensor:
+    def forward(self, batch: MSGraphBatch) -> Query:
         return self.encode(batch, self.item_table())
 
-    def full_sort_predict(self, batch: MSGraphBatch) -> torch.Tensor:
+    def head_scores(self, batch: MSGraphBatch) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Scores [B, n_items] (padding at -inf) and None; or, with H queries, [B, H, n_items] and the log mixture
+        weights [B, H]."""
         items = self.item_table()  # [n_items, d]
-        query = self.encode(batch, items)  # [B, d]
+        query = self.encode(batch, items)
+        query, log_weights = query if isinstance(query, tuple) else (query, None)  # [B, d] or [B, H, d]
         if self.temperature > 0:
             query, items = F.normalize(query, dim=-1) / self.temperature, F.normalize(items, dim=-1)
-        scores = query @ items.T  # [B, n_items]
+        scores = query @ items.T  # [B, n_items] or [B, H, n_items]
         # out of place: an in-place write would make autograd copy the whole [B, n_items] gradient
-        return scores.index_fill(1, torch.zeros(1, dtype=torch.long, device=scores.device), float("-inf"))
+        scores = scores.index_fill(-1, torch.zeros(1, dtype=torch.long, device=scores.device), float("-inf"))
+        return scores, log_weights
+
+    def full_sort_predict(self, batch: MSGraphBatch) -> torch.Tensor:
+        scores, log_weights = self.head_scores(batch)
+        if log_weights is None:
+            return scores
+        return torch.logsumexp(log_weights.unsqueeze(-1) + scores.log_softmax(-1), dim=1)  # [B, n_items]
 
     def calculate_loss(self, batch: MSGraphBatch) -> torch.Tensor:
-        return F.cross_entropy(self.full_sort_predict(batch), batch.targets)
+        scores, log_weights = self.head_scores(batch)
+        if log_weights is None:
+            return F.cross_entropy(scores, batch.targets)
+        # -log of the mixture's probability of the target, from each query's log-softmax at the target only: the
+        # full mixture costs twice as much, and its logsumexp over -inf padding entries has a NaN gradient
+        index = batch.targets.view(-1, 1, 1).expand(-1, scores.shape[1], 1)  # [B, H, 1]
+        target = scores.log_softmax(-1).gather(-1, index).squeeze(-1)  # [B, H]
+        if self.heads_apart:
+            return -target.mean()
+        return -torch.logsumexp(log_weights + target, dim=1).mean()

@@ -19,7 +19,8 @@ class TrainConfig:
     dropout: float | None = None  # MMSR 0.2, SASRec 0.5 (RecBole's)
     attn_dropout: float | None = None  # MMSR 0.1, SASRec 0.5
     code_init: Literal["centroids", "random"] = "centroids"
-    readout: Literal["last", "last+pool", "last+pool_residual"] = "last+pool"  # the paper: last
+    readout: Literal["last", "last+pool", "last+pool_residual", "mixture",
+                     "mixture_gated", "ensemble"] = "last+pool"  # the paper: last
     item_repr: Literal["id", "id+codes", "id+codes+features"] = "id+codes"  # the paper: id
     # scores: 0 = dot product (the paper's and RecBole's); > 0 = cosine similarity divided by this. MMSR 0.1, SASRec 0
     temperature: float | None = None
