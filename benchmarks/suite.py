@@ -41,7 +41,7 @@ EXPERIMENTS = {
     "features": ["item_repr=id+codes+features"],
     # features and two readouts (`last`, `last+pool`) whose softmaxes are averaged: aimed at HR@10 (tune.py)
     "features_mixture": ["item_repr=id+codes+features", "readout=mixture"],
-    "features_mixture_dim_128": ["item_repr=id+codes+features", "readout=mixture", "dim=128"],
+    "features_mixture_dim_128": ["item_repr=id+codes+features", "readout=mixture", "dim=128"],  # ran 8 epochs only
     # RecBole's SASRec: dot-product scores
     "sasrec": SASREC + ["dropout=0.5", "attn_dropout=0.5"],
     # SASRec tuned on validation: the only trial that beat RecBole's settings at epoch 6 (tune.py sasrec_dropout_0.2)
