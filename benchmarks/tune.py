@@ -57,6 +57,15 @@ TRIALS = {
     "features_mixture_gated": (changed(CHOSEN, "item_repr=id+codes+features", "readout=mixture_gated"),
                                ["n_codes=256"]),
     "features_ensemble": (changed(CHOSEN, "item_repr=id+codes+features", "readout=ensemble"), ["n_codes=256"]),
+    # the mixture's NDCG@10 levels off early at any width: is it capped by the temperature's sharpness? (no)
+    "features_mixture_tau_0.05": (changed(CHOSEN, "item_repr=id+codes+features", "readout=mixture",
+                                          "temperature=0.05"), ["n_codes=256"]),
+    # the mixture's two queries each rank worse alone than the pool readout does: keep the pool query whole
+    "features_mixture_anchored": (changed(CHOSEN, "item_repr=id+codes+features", "readout=mixture_anchored"),
+                                  ["n_codes=256"]),
+    # between the mixture (HR@10) and the pool readout alone (NDCG@10): most of the weight on the pool query
+    "features_mixture_pool_0.8": (changed(CHOSEN, "item_repr=id+codes+features", "readout=mixture",
+                                          "pool_weight=0.8"), ["n_codes=256"]),
     # the settings the issue lists that no trial had changed yet: learning rate, weight decay, batch size, links
     "chosen_lr_2e-3": (changed(CHOSEN, "lr=2e-3"), ["n_codes=256"]),
     "chosen_wd_1e-5": (changed(CHOSEN, "weight_decay=1e-5"), ["n_codes=256"]),

@@ -314,7 +314,8 @@ def test_gradients_reach_every_parameter(data, fusion):
 # ------------------------------------------------------------------------------- batching and readout
 
 
-@pytest.mark.parametrize("readout", ["last", "last+pool", "last+pool_residual", "mixture", "mixture_gated"])
+@pytest.mark.parametrize("readout", ["last", "last+pool", "last+pool_residual", "mixture", "mixture_gated",
+                                     "mixture_anchored"])
 def test_batched_forward_equals_single_forwards(data, readout):
     model = make_model(data, "async", readout=readout).eval()
     histories, _ = sample(data, 8, seed=7)
@@ -343,13 +344,15 @@ def test_residual_readout_is_last_plus_pool(data):
     assert (out["last+pool"] - out["last"]).abs().max() > 1e-3  # the pool does change the readout
 
 
-@pytest.mark.parametrize("readout,temperature", [("mixture", 0.0), ("mixture", 0.1), ("mixture_gated", 0.1),
-                                                  ("ensemble", 0.1)])
-def test_mixture_readout_mixes_the_two_softmaxes(data, readout, temperature):
+@pytest.mark.parametrize("readout,temperature,pool_weight", [
+    ("mixture", 0.0, 0.5), ("mixture", 0.1, 0.5), ("mixture", 0.1, 0.8), ("mixture_gated", 0.1, 0.5),
+    ("mixture_anchored", 0.1, 0.5), ("ensemble", 0.1, 0.5)])
+def test_mixture_readout_mixes_the_two_softmaxes(data, readout, temperature, pool_weight):
     """readout=mixture scores = log(w softmax(`last` scores) + (1 - w) softmax(`last+pool` scores)) with the same
-    weights; w = 1/2, or per history under mixture_gated. The loss is the mixture's cross-entropy, or under
-    ensemble the mean of the two readouts' own cross-entropies."""
-    models = {r: make_model(data, "async", readout=r, temperature=temperature).eval()
+    weights; w = 1 - pool_weight, or per history under mixture_gated. The loss is the mixture's cross-entropy; under
+    mixture_anchored its mean with the `last+pool` readout's own cross-entropy; under ensemble the mean of the two
+    readouts' own cross-entropies."""
+    models = {r: make_model(data, "async", readout=r, temperature=temperature, pool_weight=pool_weight).eval()
               for r in ("last", "last+pool", readout)}
     weights = models[readout].state_dict()
     models["last+pool"].load_state_dict({k: v for k, v in weights.items() if not k.startswith("mixer.")})
@@ -367,14 +370,13 @@ def test_mixture_readout_mixes_the_two_softmaxes(data, readout, temperature):
     if readout == "mixture_gated":
         assert (mix[:, 0] - mix[0, 0]).abs().max() > 1e-4  # the weights depend on the history
     else:
-        torch.testing.assert_close(mix, torch.full((8, 2), 0.5))
+        torch.testing.assert_close(mix, torch.tensor([[1 - pool_weight, pool_weight]]).expand(8, 2))
     assert torch.isneginf(scores[readout][:, 0]).all()  # padding never ranks
     rows = torch.arange(8)
-    if readout == "ensemble":
-        own = [F.cross_entropy(scores[r], batch.targets) for r in ("last", "last+pool")]
-        torch.testing.assert_close(loss.detach(), (own[0] + own[1]) / 2)
-    else:
-        torch.testing.assert_close(loss.detach(), -probs[rows, batch.targets].log().mean())
+    own = [F.cross_entropy(scores[r], batch.targets) for r in ("last", "last+pool")]
+    mixture = -probs[rows, batch.targets].log().mean()
+    expected = {"ensemble": (own[0] + own[1]) / 2, "mixture_anchored": (mixture + own[1]) / 2}.get(readout, mixture)
+    torch.testing.assert_close(loss.detach(), expected)
     assert all(torch.isfinite(p.grad).all() for p in models[readout].parameters() if p.grad is not None)
     assert (probs - scores["last"].softmax(-1)).abs().max() > 1e-4  # the two heads do differ
 

@@ -333,6 +333,7 @@ def test_scientific_notation_settings_parse():
     (["--set", "dim=abc"], "expected an integer"),
     (["--set", "fusion=magic"], "is not one of"),
     (["--set", "lr=abc"], "expected a finite number"),
+    (["--set", "pool_weight=1"], "setting 'pool_weight': must be in (0, 1)"),
     (["--device", "cuda"], "--device cuda"),
 ])
 def test_train_cli_rejects_bad_settings(tiny_data, tmp_path, args, message):

@@ -26,10 +26,13 @@ class MMSRConfig:
     # last+pool_residual: the last item's node plus the last+pool readout of it | mixture: the `last` and
     # `last+pool` readouts as two queries whose softmaxes over the items are averaged (a mixture of softmaxes) |
     # mixture_gated: the same with per-history weights softmax(W [last; last+pool]) (a learned mixture prior) |
-    # ensemble: the same two queries, each trained with its own cross-entropy, their softmaxes averaged
+    # mixture_anchored: mixture, with the `last+pool` query's own cross-entropy added to the loss (so that it
+    # ranks well alone, and the `last` query learns what it misses) | ensemble: the same two queries, each
+    # trained with its own cross-entropy only, their softmaxes averaged
     item_repr: str = "id+codes"  # id: item embedding = id embedding (the paper) | id+codes: plus its mean code
     # embedding per modality | id+codes+features: plus a linear map of its reduced features per modality
     temperature: float = 0.1  # 0: dot-product scores (the paper); > 0: cosine similarity / temperature
+    pool_weight: float = 0.5  # two-query readouts but mixture_gated: the `last+pool` query's weight
 
 
 def _centroid_init(centroids: np.ndarray, dim: int, std: float) -> torch.Tensor:
@@ -75,7 +78,8 @@ class MMSR(FullSortRecommender):
         super().__init__()
         self.config = config
         self.temperature = config.temperature
-        self.heads_apart = config.readout == "ensemble"
+        self.mixture_loss = config.readout != "ensemble"
+        self.own_loss_queries = {"ensemble": (0, 1), "mixture_anchored": (1,)}.get(config.readout, ())
         if config.fusion == "id_only":
             modalities = {}
         self.modalities = sorted(modalities)
@@ -156,11 +160,12 @@ class MMSR(FullSortRecommender):
         if self.config.readout == "last":
             return last
         pooled = self.pool(batch, h["item"], last)  # [B, d]
-        if self.config.readout in ("mixture", "mixture_gated", "ensemble"):
+        if self.config.readout in ("mixture", "mixture_gated", "mixture_anchored", "ensemble"):
             queries = torch.stack([last, pooled], dim=1)  # [B, 2, d]
             if self.config.readout == "mixture_gated":
                 return queries, self.mixer(queries.flatten(1)).log_softmax(-1)  # log weights [B, 2]
-            return queries, last.new_full((len(last), 2), -math.log(2))
+            w = self.config.pool_weight
+            return queries, last.new_tensor([math.log(1 - w), math.log(w)]).expand(len(last), 2)
         return last + pooled if self.config.readout == "last+pool_residual" else pooled
 
     def gates(self) -> list[dict[str, torch.Tensor]]:

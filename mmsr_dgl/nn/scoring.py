@@ -19,14 +19,15 @@ class FullSortRecommender(nn.Module):
     Scores are dot products with every item embedding (with `temperature` > 0: cosine similarities divided by
     it); padding always scores -inf; the loss is cross-entropy over all items. With H queries the scores are the
     log of the weighted sum of their H softmaxes (a mixture of softmaxes), so they are log-probabilities. The loss
-    is then the mixture's cross-entropy, or, with `heads_apart`, the mean of each query's own cross-entropy (so
-    that each is a whole recommender and the mixture an ensemble of them).
+    is then the mean of the mixture's cross-entropy (unless `mixture_loss` is off) and of the own cross-entropy of
+    each query in `own_loss_queries` (so that that query is a whole recommender by itself).
     """
 
     item_emb: nn.Embedding
     modalities: list[str]
     temperature: float = 0.0
-    heads_apart: bool = False
+    mixture_loss: bool = True
+    own_loss_queries: tuple[int, ...] = ()
 
     def set_item_content(self, codes: dict[str, np.ndarray], features: dict[str, np.ndarray]) -> None:
         """Tell the model the codes (modality -> [n_items, k]) and reduced features (modality -> [n_items, f]) of
@@ -69,6 +70,7 @@ class FullSortRecommender(nn.Module):
         # full mixture costs twice as much, and its logsumexp over -inf padding entries has a NaN gradient
         index = batch.targets.view(-1, 1, 1).expand(-1, scores.shape[1], 1)  # [B, H, 1]
         target = scores.log_softmax(-1).gather(-1, index).squeeze(-1)  # [B, H]
-        if self.heads_apart:
-            return -target.mean()
-        return -torch.logsumexp(log_weights + target, dim=1).mean()
+        terms = [-target[:, k] for k in self.own_loss_queries]  # each [B]
+        if self.mixture_loss:
+            terms.append(-torch.logsumexp(log_weights + target, dim=1))
+        return torch.stack(terms).mean()

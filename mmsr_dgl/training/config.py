@@ -20,8 +20,9 @@ class TrainConfig:
     attn_dropout: float | None = None  # MMSR 0.1, SASRec 0.5
     code_init: Literal["centroids", "random"] = "centroids"
     readout: Literal["last", "last+pool", "last+pool_residual", "mixture",
-                     "mixture_gated", "ensemble"] = "last+pool"  # the paper: last
+                     "mixture_gated", "mixture_anchored", "ensemble"] = "last+pool"  # the paper: last
     item_repr: Literal["id", "id+codes", "id+codes+features"] = "id+codes"  # the paper: id
+    pool_weight: float = 0.5  # the `last+pool` query's mixture weight (readouts mixture*, ensemble); `last`: the rest
     # scores: 0 = dot product (the paper's and RecBole's); > 0 = cosine similarity divided by this. MMSR 0.1, SASRec 0
     temperature: float | None = None
     modalities: list[str] | None = None  # None: every modality of the dataset
@@ -58,6 +59,8 @@ class TrainConfig:
                 raise UserError(f"setting '{name}': must be in [0, 1)")
         if self.model == "sasrec" and self.dim % self.n_heads:
             raise UserError(f"settings 'dim' ({self.dim}) must be divisible by 'n_heads' ({self.n_heads})")
+        if not 0 < self.pool_weight < 1:
+            raise UserError("setting 'pool_weight': must be in (0, 1)")
         if self.temperature < 0:
             raise UserError("setting 'temperature': must be 0 (dot product) or positive (cosine / temperature)")
         if self.lr <= 0 or self.weight_decay < 0 or self.patience < 1 or self.num_workers < 0:
@@ -66,7 +69,7 @@ class TrainConfig:
     def mmsr(self) -> MMSRConfig:
         return MMSRConfig(dim=self.dim, n_layers=self.n_layers, fusion=self.fusion, dropout=self.dropout,
                           attn_dropout=self.attn_dropout, code_init=self.code_init, readout=self.readout,
-                          item_repr=self.item_repr, temperature=self.temperature)
+                          item_repr=self.item_repr, temperature=self.temperature, pool_weight=self.pool_weight)
 
     def sasrec(self) -> SASRecConfig:
         return SASRecConfig(dim=self.dim, n_layers=self.n_layers, n_heads=self.n_heads, dropout=self.dropout,
