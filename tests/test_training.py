@@ -343,15 +343,28 @@ def test_train_cli_rejects_bad_settings(tiny_data, tmp_path, args, message):
 
 def test_runs_saved_before_a_setting_existed_load_with_the_value_they_used(tiny_data, tmp_path):
     import yaml
+    added = ("readout", "item_repr", "temperature", "pool_weight")
     run_train(tiny_data, tmp_path / "run", epochs=1, readout="last", item_repr="id", temperature=0.0)
     path = tmp_path / "run" / "config.yaml"
     payload = yaml.safe_load(path.read_text())
-    for key in ("readout", "item_repr", "temperature"):
+    for key in added:
         del payload["config"][key]
     path.write_text(yaml.safe_dump(payload))
     config, _, model = load_run(tmp_path / "run")
     assert (config.readout, config.item_repr, config.temperature) == ("last", "id", 0.0)
     assert model.temperature == 0.0 and not hasattr(model, "pool")
+    # and such a run resumes, with those values, and with no other
+    for name in ("last.pt", "best.pt"):
+        state = torch.load(tmp_path / "run" / name, weights_only=True)
+        state["config"] = {k: v for k, v in state["config"].items() if k not in added}
+        torch.save(state, tmp_path / "run" / name)
+    old = dict(readout="last", item_repr="id", temperature=0.0)
+    resumed = train(tiny_config(epochs=2, **old), tiny_data, tmp_path / "run", resume=True, echo=lambda m: None,
+                    progress=False)
+    assert resumed["epochs_run"] == 2
+    with pytest.raises(UserError, match="differ.*pool_weight"):
+        train(tiny_config(epochs=3, pool_weight=0.8, **old), tiny_data, tmp_path / "run", resume=True,
+              echo=lambda m: None, progress=False)
 
 
 def test_runs_load_on_same_content_data_of_an_earlier_format_only(tiny_data, tmp_path):

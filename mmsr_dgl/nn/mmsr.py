@@ -32,7 +32,7 @@ class MMSRConfig:
     item_repr: str = "id+codes"  # id: item embedding = id embedding (the paper) | id+codes: plus its mean code
     # embedding per modality | id+codes+features: plus a linear map of its reduced features per modality
     temperature: float = 0.1  # 0: dot-product scores (the paper); > 0: cosine similarity / temperature
-    pool_weight: float = 0.5  # two-query readouts but mixture_gated: the `last+pool` query's weight
+    pool_weight: float = 0.5  # readouts mixture, mixture_anchored, ensemble: the `last+pool` query's share
 
 
 def _centroid_init(centroids: np.ndarray, dim: int, std: float) -> torch.Tensor:

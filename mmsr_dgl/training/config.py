@@ -22,7 +22,7 @@ class TrainConfig:
     readout: Literal["last", "last+pool", "last+pool_residual", "mixture",
                      "mixture_gated", "mixture_anchored", "ensemble"] = "last+pool"  # the paper: last
     item_repr: Literal["id", "id+codes", "id+codes+features"] = "id+codes"  # the paper: id
-    pool_weight: float = 0.5  # the `last+pool` query's mixture weight (readouts mixture*, ensemble); `last`: the rest
+    pool_weight: float = 0.5  # readouts mixture, mixture_anchored, ensemble: the `last+pool` query's share
     # scores: 0 = dot product (the paper's and RecBole's); > 0 = cosine similarity divided by this. MMSR 0.1, SASRec 0
     temperature: float | None = None
     modalities: list[str] | None = None  # None: every modality of the dataset

@@ -23,6 +23,7 @@ from .config import TrainConfig
 from .evaluate import evaluate, evaluate_scores
 from .loader import split_batches
 from .run import (
+    ADDED_SETTINGS,
     CONFIG_FILE,
     build_model,
     load_checkpoint,
@@ -77,7 +78,7 @@ def _check_resume(run_dir: Path, config: TrainConfig, data: ProcessedData) -> di
     if not data.matches(saved_run.get("data_fingerprint", data.manifest["fingerprint"])):
         raise UserError(f"{run_dir}: --resume on a dataset that changed since the run started (fingerprint)")
     state = load_checkpoint(run_dir / "last.pt")
-    saved = dict(state["config"])
+    saved = {**ADDED_SETTINGS, **state["config"]}  # a run saved before a setting existed used its old value
     differs = [k for k, v in dataclasses.asdict(config).items() if k not in ("epochs", "num_workers")
                and saved.get(k) != v]
     if differs:
