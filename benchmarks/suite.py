@@ -49,7 +49,20 @@ EXPERIMENTS = {
     # missing modalities in training and evaluation alike (test-time-only drops: benchmarks/missing.py)
     **{f"miss_{m}_{r}": [f"missing_modality={m}", f"missing_rate={r}"]
        for m in ("image", "text") for r in (0.2, 0.5, 1.0)},
+    # finer codes (preprocessing below), the best trials on validation (tune.py chosen_codes_1024 and
+    # features_mixture_codes_4096)
+    "codes_1024": [],
+    "features_mixture_codes_4096": ["item_repr=id+codes+features", "readout=mixture"],
 }
+# experiment -> preprocessing overrides of datasets/amazon-toys.yaml (its data goes to a directory of its own)
+PREPROCESSING = {"codes_1024": ["n_codes=1024"], "features_mixture_codes_4096": ["n_codes=4096"]}
+
+
+def experiment_data(toys: Path, split: str, name: str) -> Path:
+    """The preprocessed Toys an experiment trains on (made when missing or out of date)."""
+    overrides = PREPROCESSING.get(name, [])
+    tag = "".join(f"-{o}" for o in overrides)
+    return prepare_toys(toys, ROOT / "runs" / "suite" / f"toys-{split}-data{tag}", [f"split={split}", *overrides])
 
 
 def early_tests(config: TrainConfig, data_dir: Path, run_dir: Path, epochs: list[int]) -> list[dict]:
@@ -76,13 +89,15 @@ def run_one(name: str, seed: int, data_dir: Path, out_root: Path, results_dir: P
     if summary_path.exists():
         return json.loads(summary_path.read_text())
     overrides = EXPERIMENTS[name] + extra + [f"seed={seed}"]
+    preprocessing = PREPROCESSING.get(name, [])
     config = build_config(TrainConfig, overrides=overrides)
     run_dir = out_root / f"{name}-s{seed}"
     start = time.perf_counter()
     early = early_tests(config, data_dir, run_dir, early_epochs) if early_epochs else []
     results = train(config, data_dir, run_dir, resume=(run_dir / CONFIG_FILE).exists(), echo=print, progress=False)
     history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    summary = {"experiment": name, "seed": seed, "overrides": overrides, **results,
+    summary = {"experiment": name, "seed": seed, "overrides": overrides,
+               **({"preprocess_overrides": preprocessing} if preprocessing else {}), **results,
                "valid_ndcg10_per_epoch": [r["valid"]["ndcg@10"] for r in history],
                "epochs": [{"epoch": r["epoch"], "loss": r["loss"], "seconds": r["seconds"]}
                                      for r in history],
@@ -108,17 +123,16 @@ def main() -> None:
     args = parser.parse_args()
     if args.list:
         for name, overrides in EXPERIMENTS.items():
-            print(f"{name:14s} {' '.join(overrides)}")
+            print(f"{name:14s} {' '.join(overrides + PREPROCESSING.get(name, []))}")
         return
     names, seeds = args.experiments.split(","), [int(s) for s in args.seeds.split(",")]
     for name in names:
         if name not in EXPERIMENTS:
             raise SystemExit(f"unknown experiment {name!r}; --list shows them")
-    data_dir = prepare_toys(args.toys, ROOT / "runs" / "suite" / f"toys-{args.split}-data", [f"split={args.split}"])
     results_dir = ROOT / "benchmarks" / "results" / args.split
     popularity_path = results_dir / "popularity.json"
     if not popularity_path.exists():
-        data = load_processed(data_dir)
+        data = load_processed(experiment_data(args.toys, args.split, "async"))
         results_dir.mkdir(parents=True, exist_ok=True)
         popularity_path.write_text(json.dumps({"experiment": "popularity", "test": evaluate_scores(
             data.train_popularity(), data, "test")}, indent=1) + "\n")
@@ -131,6 +145,7 @@ def main() -> None:
         return
     for name in names:
         for seed in seeds:
+            data_dir = experiment_data(args.toys, args.split, name)
             summary = run_one(name, seed, data_dir, ROOT / "runs" / "suite" / args.split, results_dir, args.extra,
                               [int(e) for e in args.early_test_epochs.split(",") if e])
             test = summary["test"]

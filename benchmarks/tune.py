@@ -66,6 +66,11 @@ TRIALS = {
     # between the mixture (HR@10) and the pool readout alone (NDCG@10): most of the weight on the pool query
     "features_mixture_pool_0.8": (changed(CHOSEN, "item_repr=id+codes+features", "readout=mixture",
                                           "pool_weight=0.8"), ["n_codes=256"]),
+    # the mixture (HR@10) with finer codes, which raised both metrics of the chosen settings (chosen_codes_1024)
+    "features_mixture_codes_1024": (changed(CHOSEN, "item_repr=id+codes+features", "readout=mixture"),
+                                    ["n_codes=1024"]),
+    "features_mixture_codes_4096": (changed(CHOSEN, "item_repr=id+codes+features", "readout=mixture"),
+                                    ["n_codes=4096"]),
     # the settings the issue lists that no trial had changed yet: learning rate, weight decay, batch size, links
     "chosen_lr_2e-3": (changed(CHOSEN, "lr=2e-3"), ["n_codes=256"]),
     "chosen_wd_1e-5": (changed(CHOSEN, "weight_decay=1e-5"), ["n_codes=256"]),
