@@ -53,9 +53,15 @@ EXPERIMENTS = {
     # features_mixture_codes_4096)
     "codes_1024": [],
     "features_mixture_codes_4096": ["item_repr=id+codes+features", "readout=mixture"],
+    # 1 link per item instead of 3 (a ninth of the code-to-code edges, tune.py features_mixture_codes_4096_links_1),
+    # and the same with twice the learning rate: aimed at the 30-minute budget
+    "features_mixture_codes_4096_links_1": ["item_repr=id+codes+features", "readout=mixture"],
+    "features_mixture_codes_4096_links_1_lr_2e-3": ["item_repr=id+codes+features", "readout=mixture", "lr=2e-3"],
 }
 # experiment -> preprocessing overrides of datasets/amazon-toys.yaml (its data goes to a directory of its own)
-PREPROCESSING = {"codes_1024": ["n_codes=1024"], "features_mixture_codes_4096": ["n_codes=4096"]}
+PREPROCESSING = {"codes_1024": ["n_codes=1024"], "features_mixture_codes_4096": ["n_codes=4096"],
+                 **{name: ["n_codes=4096", "codes_per_item=1"] for name in ("features_mixture_codes_4096_links_1",
+                                                                           "features_mixture_codes_4096_links_1_lr_2e-3")}}
 
 
 def experiment_data(toys: Path, split: str, name: str) -> Path:

@@ -13,6 +13,7 @@ import torch
 from click.testing import CliRunner
 
 from cli.main import main
+from mmsr_dgl.data import load_processed
 from mmsr_dgl.data.preprocess import Inputs, PreprocessConfig, preprocess
 from mmsr_dgl.errors import UserError
 from mmsr_dgl.training import TrainConfig, evaluate_scores, train
@@ -210,6 +211,23 @@ def test_resume_refuses_changed_settings(tiny_data, tmp_path):
               progress=False)
     with pytest.raises(UserError, match="already holds a run"):
         run_train(tiny_data, tmp_path / "run", epochs=1)
+
+
+def test_cosine_schedule_decays_the_learning_rate_to_zero_over_the_epochs():
+    cosine = TrainConfig(lr=1e-3, epochs=10, lr_schedule="cosine")
+    assert [cosine.lr_at(e) for e in (0, 5, 10, 12)] == pytest.approx([1e-3, 5e-4, 0, 0])
+    assert TrainConfig(lr=1e-3, epochs=10).lr_at(7) == 1e-3
+
+
+def test_cosine_run_sets_the_rate_every_step_and_resumes_only_with_the_same_epochs(tiny_data, tmp_path):
+    config = tiny_config(epochs=2, lr_schedule="cosine")
+    train(config, tiny_data, tmp_path / "run", echo=lambda m: None, progress=False)
+    steps = -(-len(load_processed(tiny_data).splits["train"][0]) // config.batch_size)
+    last_lr = load_checkpoint(tmp_path / "run" / "last.pt")["optimizer"]["param_groups"][0]["lr"]
+    assert last_lr == pytest.approx(config.lr_at(2 - 1 / steps)) and last_lr < config.lr / 10
+    with pytest.raises(UserError, match="differ.*epochs"):  # a longer run would have had another schedule
+        train(tiny_config(epochs=3, lr_schedule="cosine"), tiny_data, tmp_path / "run", resume=True,
+              echo=lambda m: None, progress=False)
 
 
 # ---- checkpoints ---------------------------------------------------------------------------------------------

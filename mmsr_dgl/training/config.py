@@ -1,6 +1,7 @@
 """The training configuration: one flat, typed record (model and optimisation settings together)."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -31,6 +32,7 @@ class TrainConfig:
     epochs: int = 50
     batch_size: int = 256
     lr: float = 1e-3
+    lr_schedule: Literal["constant", "cosine"] = "constant"  # cosine: from lr down to 0 over `epochs`, per step
     weight_decay: float = 0.0
     patience: int = 5  # epochs without validation improvement before stopping
     valid_metric: str = "ndcg@10"
@@ -65,6 +67,12 @@ class TrainConfig:
             raise UserError("setting 'temperature': must be 0 (dot product) or positive (cosine / temperature)")
         if self.lr <= 0 or self.weight_decay < 0 or self.patience < 1 or self.num_workers < 0:
             raise UserError("settings 'lr' > 0, 'weight_decay' >= 0, 'patience' >= 1, 'num_workers' >= 0 required")
+
+    def lr_at(self, epochs_done: float) -> float:
+        """The learning rate after `epochs_done` (fractional) epochs of training."""
+        if self.lr_schedule == "constant":
+            return self.lr
+        return self.lr * 0.5 * (1 + math.cos(math.pi * min(epochs_done / self.epochs, 1.0)))
 
     def mmsr(self) -> MMSRConfig:
         return MMSRConfig(dim=self.dim, n_layers=self.n_layers, fusion=self.fusion, dropout=self.dropout,

@@ -18,7 +18,8 @@ from .config import TrainConfig
 CHECKPOINT_FORMAT = 1
 CONFIG_FILE = "config.yaml"
 # settings added after the first runs were saved, with the values those runs used (not today's defaults)
-ADDED_SETTINGS = {"readout": "last", "item_repr": "id", "temperature": 0.0, "pool_weight": 0.5}
+ADDED_SETTINGS = {"readout": "last", "item_repr": "id", "temperature": 0.0, "pool_weight": 0.5,
+                  "lr_schedule": "constant"}
 
 
 def load_data(config: TrainConfig, data_dir: Path) -> ProcessedData:

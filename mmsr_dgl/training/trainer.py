@@ -79,8 +79,8 @@ def _check_resume(run_dir: Path, config: TrainConfig, data: ProcessedData) -> di
         raise UserError(f"{run_dir}: --resume on a dataset that changed since the run started (fingerprint)")
     state = load_checkpoint(run_dir / "last.pt")
     saved = {**ADDED_SETTINGS, **state["config"]}  # a run saved before a setting existed used its old value
-    differs = [k for k, v in dataclasses.asdict(config).items() if k not in ("epochs", "num_workers")
-               and saved.get(k) != v]
+    free = ("num_workers",) if config.lr_schedule == "cosine" else ("epochs", "num_workers")  # cosine spans epochs
+    differs = [k for k, v in dataclasses.asdict(config).items() if k not in free and saved.get(k) != v]
     if differs:
         raise UserError(f"{run_dir}: --resume with settings that differ from the run's: {', '.join(differs)}")
     return state
@@ -156,7 +156,9 @@ def _train_epoch(model, optimizer, data: ProcessedData, config: TrainConfig, epo
                            num_workers=config.num_workers)
     total, count, start = 0.0, 0, time.perf_counter()
     bar = tqdm(loader, desc=f"epoch {epoch + 1}", leave=False, disable=not progress)
-    for batch in bar:
+    for step, batch in enumerate(bar):
+        for group in optimizer.param_groups:
+            group["lr"] = config.lr_at(epoch + step / len(loader))
         batch = batch_to(batch, device)
         loss = model.calculate_loss(batch)
         if not torch.isfinite(loss):
