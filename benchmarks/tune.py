@@ -79,8 +79,6 @@ TRIALS = {
     # square of the links and are 70 % of a batch's edges at 3 links; 1 link cuts them to a ninth
     "features_mixture_codes_4096_links_1": (changed(CHOSEN, "item_repr=id+codes+features", "readout=mixture"),
                                             ["n_codes=4096", "codes_per_item=1"]),
-    "features_mixture_codes_4096_links_2": (changed(CHOSEN, "item_repr=id+codes+features", "readout=mixture"),
-                                            ["n_codes=4096", "codes_per_item=2"]),
     # the settings the issue lists that no trial had changed yet: learning rate, weight decay, batch size, links
     "chosen_lr_2e-3": (changed(CHOSEN, "lr=2e-3"), ["n_codes=256"]),
     "chosen_wd_1e-5": (changed(CHOSEN, "weight_decay=1e-5"), ["n_codes=256"]),
