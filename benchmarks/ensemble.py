@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from toys import ROOT
 
+from mmsr_dgl.data.atomic import write_file_atomic
 from mmsr_dgl.training.loader import split_batches
 from mmsr_dgl.training.metrics import MetricAccumulator, pessimistic_rank
 from mmsr_dgl.training.run import load_run
@@ -73,10 +74,7 @@ def main() -> None:
         print(f"{split} mean of {len(results)}: " + "  ".join(
             f"{k} {v.mean():.4f}" + (f" ± {v.std(ddof=1):.4f}" if len(v) > 1 else "") for k, v in values.items()))
     out = ROOT / "benchmarks" / "results" / args.split / "ensembles" / f"{args.name}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(results, indent=1) + "\n")
-    tmp.replace(out)
+    write_file_atomic(out, lambda tmp: tmp.write_text(json.dumps(results, indent=1) + "\n"))
 
 
 if __name__ == "__main__":
