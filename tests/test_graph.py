@@ -281,14 +281,24 @@ def test_make_batch_views_and_padding():
     batch = make_batch(histories, CODES, MAX_LEN, targets=np.array([5, 3, 7]))
     schema = MSGraphSchema(("image", "text"))
     assert len(batch) == 3
-    assert set(batch.homo.canonical_etypes) == set(schema.homogeneous)
-    assert set(batch.hetero.canonical_etypes) == set(schema.heterogeneous)
     assert set(batch.graph.canonical_etypes) == set(schema.etypes)
-    for view, group in ((batch.homo, schema.homogeneous), (batch.hetero, schema.heterogeneous)):
-        for t in schema.ntypes:
-            assert view.num_nodes(t) == batch.graph.num_nodes(t)
-        for e in group:
-            assert edge_list(view, e) == edge_list(batch.graph, e)
+    assert batch.joint.relations == schema.etypes
+    sizes = [batch.graph.num_nodes(t) for t in schema.ntypes]
+    node_offset = dict(zip(schema.ntypes, np.cumsum([0] + sizes[:-1]).tolist()))
+    for group, relations in ((batch.homo, schema.homogeneous), (batch.hetero, schema.heterogeneous),
+                             (batch.joint, schema.etypes)):
+        assert group.relations == relations and group.num_nodes == sizes
+        assert group.graph.num_nodes("node") == sum(sizes)
+        assert group.graph.num_edges() == sum(batch.graph.num_edges(e) for e in relations)
+        flat = edge_list(group.graph, ("slot", "edge", "node"))
+        for e in relations:
+            edges, slots = group.span([e])
+            assert slots.stop - slots.start == batch.graph.num_nodes(e[0])
+            # each flat edge is the relation's edge, its source a slot of the relation's block, its destination
+            # the node's place in the one numbering of all types
+            assert [(u - slots.start, v - node_offset[e[2]]) for u, v in flat[edges]] == edge_list(batch.graph, e)
+    with pytest.raises(ValueError, match="not consecutive"):
+        batch.hetero.span([schema.heterogeneous[0], schema.heterogeneous[2]])
     assert batch.seq.dtype == torch.int64
     assert batch.seq.tolist() == [[0, 3, 5, 3, 7], [0, 0, 0, 0, 7], [7, 7, 5, 3, 5]]
     assert batch.targets.tolist() == [5, 3, 7] and batch.targets.dtype == torch.int64

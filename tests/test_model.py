@@ -62,23 +62,27 @@ def train_batch(data, model: MMSR, n: int = 32, seed: int = 0):
     return make_batch(histories, codes_for(model, data), data.max_len, targets)
 
 
-def dst_sums(g: dgl.DGLHeteroGraph, weights: dict) -> dict[str, torch.Tensor]:
-    """Per node type, the sum of `weights` over every in-edge of each node (all relations of `g` at once)."""
+def dst_sums(group, weights: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per node type, the sum of the edge `weights` [E, 1] over every in-edge of each node of the group."""
+    return {t: x.squeeze(-1) for t, x in group.split(dgl.ops.copy_e_sum(group.graph, weights)).items()}
+
+
+def hetero_reference(graph, relations, keys, queries, values) -> dict[str, torch.Tensor]:
+    """The group attention written per relation on DGL's heterograph, as DGL's HGT example does: keys, queries and
+    values map relation -> source [N_src, d], destination [N_dst, d] and source [N_src, d] features."""
+    g = dgl.edge_type_subgraph(graph, [r for r in relations if graph.num_edges(r)])
     with g.local_scope():
+        logits = {}
+        for rel in g.canonical_etypes:
+            src, dst = g.edges(etype=rel)
+            logits[rel] = (keys[rel][src] * queries[rel][dst]).sum(-1, keepdim=True)
+        weights = edge_softmax(g, logits)
         funcs = {}
-        for rel, w in weights.items():
-            g.edges[rel].data["a"] = w
-            funcs[rel] = (fn.copy_e("a", "m"), fn.sum("m", "s"))
+        for rel in g.canonical_etypes:
+            g.edges[rel].data["m"] = weights[rel] * values[rel][g.edges(etype=rel)[0]]
+            funcs[rel] = (fn.copy_e("m", "m"), fn.sum("m", "out"))
         g.multi_update_all(funcs, "sum")
-        return {t: g.nodes[t].data["s"].squeeze(-1) for t in g.ntypes if g.num_nodes(t)}
-
-
-def in_degree(g: dgl.DGLHeteroGraph, t: str, relations) -> torch.Tensor:
-    deg = torch.zeros(g.num_nodes(t), dtype=torch.int64)
-    for rel in relations:
-        if rel[2] == t:
-            deg += g.in_degrees(etype=rel)
-    return deg
+        return {t: g.nodes[t].data["out"] for t in g.ntypes}
 
 
 # ------------------------------------------------------------------------------------------ softmax groups
@@ -97,14 +101,14 @@ def test_homogeneous_softmax_sums_to_one_per_node(setup_async):
     model, batch, h = setup_async
     att = model.layers[0].homo[0]
     with torch.no_grad():
-        w = edge_softmax(batch.homo, att.logits(batch.homo, h))
+        w = edge_softmax(batch.homo.graph, att.logits(batch.homo, h))
     sums = dst_sums(batch.homo, w)
     assert set(sums) == {"item", "image", "text"}
     for t, s in sums.items():
         assert s.shape == (batch.graph.num_nodes(t),)
         torch.testing.assert_close(s, torch.ones_like(s), atol=1e-5, rtol=0)
     # the normalisation spans several relations: self-loop weights alone are clearly below one somewhere
-    self_w = w[("item", "self", "item")].squeeze(-1)
+    self_w = w[batch.homo.span([("item", "self", "item")])[0]].squeeze(-1)
     assert (self_w < 0.9).any()
 
 
@@ -112,7 +116,7 @@ def test_heterogeneous_softmax_sums_to_one_per_node(setup_async):
     model, batch, h = setup_async
     att = model.layers[0].hetero[0]
     with torch.no_grad():
-        w = edge_softmax(batch.hetero, att.logits(batch.hetero, h))
+        w = edge_softmax(batch.hetero.graph, att.logits(batch.hetero, h))
     for t, s in dst_sums(batch.hetero, w).items():
         assert s.shape == (batch.graph.num_nodes(t),)
         torch.testing.assert_close(s, torch.ones_like(s), atol=1e-5, rtol=0)
@@ -122,36 +126,59 @@ def test_attend_averages_within_one_group(setup_async):
     """attend() gives a convex combination per node: all-ones values come back as ones in both groups."""
     model, batch, h = setup_async
     layer = model.layers[0]
-    ones = {t: torch.ones(x.shape[0], 3) for t, x in h.items()}
     with torch.no_grad():
-        for g, att in ((batch.homo, layer.homo[0]), (batch.hetero, layer.hetero[1])):
-            out = attend(g, att.logits(g, h), ones, nn.Identity())
+        for group, att in ((batch.homo, layer.homo[0]), (batch.hetero, layer.hetero[1])):
+            ones = torch.ones(group.graph.num_nodes("slot"), 3)
+            out = attend(group, att.logits(group, h), ones, nn.Identity())
             assert set(out) == set(h)
             for t, x in out.items():
+                assert x.shape == (batch.graph.num_nodes(t), 3)
                 torch.testing.assert_close(x, torch.ones_like(x), atol=1e-5, rtol=0)
 
 
-def test_softmax_over_the_full_graph_would_mix_the_groups(setup_async):
-    """On batch.graph, DGL's edge_softmax normalises over both groups together, so neither sums to one alone."""
+def test_group_attention_equals_the_per_relation_heterograph_attention(setup_async):
+    """The flat relation-group graph computes exactly what per-relation heterograph code computes."""
     model, batch, h = setup_async
-    layer, g = model.layers[0], batch.graph
-    homo_rels, hetero_rels = layer.homo[0].relations, layer.hetero[0].relations
+    layer = model.layers[0]
+    homo, hetero = layer.homo[0], layer.hetero[0]
     with torch.no_grad():
-        logits = {**layer.homo[0].logits(g, h), **layer.hetero[0].logits(g, h)}
-        w = edge_softmax(g, logits)
-    total = dst_sums(g, w)
-    homo = dst_sums(g, {r: w[r] for r in g.canonical_etypes if r in homo_rels})
-    hetero = dst_sums(g, {r: w[r] for r in g.canonical_etypes if r in hetero_rels})
-    homo_only = [r for r in homo_rels if r[1] != "self"]
-    hetero_only = [r for r in hetero_rels if r[1] != "self"]
+        relations = model.schema.homogeneous
+        expected = hetero_reference(batch.graph, relations,
+                                    {r: h[r[0]] * homo.vectors["|".join(r)] for r in relations},
+                                    {r: h[r[2]] for r in relations}, {r: h[r[0]] for r in relations})
+        got = attend(batch.homo, homo.logits(batch.homo, h), homo.values(batch.homo, h), nn.Identity())
+        for t in h:
+            torch.testing.assert_close(got[t], expected[t], atol=1e-5, rtol=1e-5)
+        relations = model.schema.heterogeneous
+        expected = hetero_reference(batch.graph, relations,
+                                    {r: hetero.key[r[0]](h[r[0]]) for r in relations},
+                                    {r: hetero.query[r[2]](h[r[2]]) * hetero.scale for r in relations},
+                                    {r: hetero.value[r[0]](h[r[0]]) for r in relations})
+        got = attend(batch.hetero, hetero.logits(batch.hetero, h), hetero.values(batch.hetero, h), nn.Identity())
+        for t in h:
+            torch.testing.assert_close(got[t], expected[t], atol=1e-5, rtol=1e-5)
+        assert max((got[t] - h[t]).abs().max() for t in h) > 1e-2  # not the identity
+
+
+def test_one_softmax_over_both_groups_mixes_them(setup_async):
+    """Over batch.joint (sync's graph) one softmax spans both groups, so neither group's weights sum to one."""
+    model, batch, h = setup_async
+    layer, joint = model.layers[0], batch.joint
+    edges, _ = batch.hetero.span(layer.sync_hetero_relations)
+    with torch.no_grad():
+        logits = torch.cat([layer.homo[0].logits(batch.homo, h), layer.hetero[0].logits(batch.hetero, h)[edges]])
+        w = edge_softmax(joint.graph, logits)
+    homo_edges = joint.span(model.schema.homogeneous)[0]
+    total = dst_sums(joint, w)
+    homo = dst_sums(joint, torch.zeros_like(w).index_copy(0, torch.arange(homo_edges.start, homo_edges.stop),
+                                                          w[homo_edges]))
+    in_degree = {t: x.squeeze(-1) for t, x in joint.split(joint.graph.in_degrees().unsqueeze(-1)).items()}
     for t in ("item", "image", "text"):
         torch.testing.assert_close(total[t], torch.ones_like(total[t]), atol=1e-5, rtol=0)
-        has_hetero = in_degree(g, t, hetero_only) > 0
-        has_homo = in_degree(g, t, homo_only) > 0
-        assert has_hetero.any() and has_homo.any()
-        # nodes reached by the other group get homogeneous (heterogeneous) weights summing to less than one
+        has_hetero = in_degree[t] > dst_sums(batch.homo, torch.ones(batch.homo.graph.num_edges(), 1))[t]
+        assert has_hetero.any()
+        # nodes reached by the heterogeneous group get homogeneous weights summing to less than one
         assert (homo[t][has_hetero] < 1 - 1e-3).all()
-        assert (hetero[t][has_homo] < 1 - 1e-3).all()
 
 
 @pytest.mark.parametrize("fusion", ["async", "homo_first", "hetero_first", "sync"])
@@ -161,9 +188,9 @@ def test_layer_phases_run_on_the_group_views(data, fusion, monkeypatch):
 
     calls, real = [], layer_module.attend
 
-    def spy(g, logits, *args, **kwargs):
-        calls.append(frozenset(g.canonical_etypes))
-        return real(g, logits, *args, **kwargs)
+    def spy(group, logits, *args, **kwargs):
+        calls.append(frozenset(group.relations))
+        return real(group, logits, *args, **kwargs)
 
     monkeypatch.setattr(layer_module, "attend", spy)
     model = make_model(data, fusion).eval()

@@ -4,7 +4,7 @@ import torch
 
 from mmsr_dgl.graph import make_batch
 from mmsr_dgl.nn import SASRec, SASRecConfig
-from mmsr_dgl.nn.sasrec import RandMaskDropout
+from mmsr_dgl.nn.dropout import RandMaskDropout
 
 
 def test_padding_never_changes_the_output():

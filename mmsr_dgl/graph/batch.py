@@ -1,4 +1,4 @@
-"""A training/inference batch: the batched MSGraph, its two relation-group views, readout nodes, targets."""
+"""A training/inference batch: the batched MSGraph, its relation groups, readout nodes, targets."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,15 +8,16 @@ import dgl
 import numpy as np
 import torch
 
+from .groups import RelationGroup, relation_group
 from .msgraph import MSGraphSchema, collate_msgraphs, last_item_nodes
 
 
 @dataclass
 class MSGraphBatch:
     graph: dgl.DGLHeteroGraph  # all relations
-    homo: dgl.DGLHeteroGraph  # view with the homogeneous relations only
-    hetero: dgl.DGLHeteroGraph  # view with the heterogeneous relations (and self-loops) only
-    joint: dgl.DGLHeteroGraph  # view with every relation that has edges (one softmax over all, for 'sync')
+    homo: RelationGroup  # the homogeneous relations
+    hetero: RelationGroup  # the heterogeneous relations (self-loops first)
+    joint: RelationGroup  # every relation once: the homogeneous ones, then the heterogeneous ones but self-loops
     last: torch.Tensor  # int64 [B]: item node of each history's most recent item
     seq: torch.Tensor  # int64 [B, max_len]: the histories, left-padded with 0
     targets: torch.Tensor | None = None  # int64 [B]
@@ -38,19 +39,14 @@ def pad_left(histories: Sequence[np.ndarray], width: int | None = None) -> torch
 
 def make_batch(histories: Sequence[np.ndarray], codes: dict[str, np.ndarray], max_len: int,
                targets: np.ndarray | None = None, seen: Sequence[np.ndarray] | None = None) -> MSGraphBatch:
-    """Build everything a model needs for these histories; graph construction happens here, never in forward.
-
-    The group views keep only the relations that have edges in this batch (DGL's heterograph kernels reject
-    empty relations), so layers never need to build a graph themselves.
-    """
+    """Build everything a model needs for these histories; graph construction happens here, never in forward."""
     schema = MSGraphSchema(tuple(codes))
     graph = collate_msgraphs(histories, codes, max_len)
-    present = {rel for rel in graph.canonical_etypes if graph.num_edges(rel)}
     return MSGraphBatch(
         graph=graph,
-        homo=dgl.edge_type_subgraph(graph, [r for r in schema.homogeneous if r in present]),
-        hetero=dgl.edge_type_subgraph(graph, [r for r in schema.heterogeneous if r in present]),
-        joint=dgl.edge_type_subgraph(graph, [r for r in schema.etypes if r in present]),
+        homo=relation_group(graph, schema.homogeneous, schema.ntypes),
+        hetero=relation_group(graph, schema.heterogeneous, schema.ntypes),
+        joint=relation_group(graph, schema.etypes, schema.ntypes),
         last=last_item_nodes(graph),
         seq=pad_left(histories, max_len),
         targets=None if targets is None else torch.as_tensor(np.asarray(targets), dtype=torch.int64),
@@ -63,6 +59,5 @@ def batch_to(batch: MSGraphBatch, device: torch.device | str) -> MSGraphBatch:
         return None if x is None else x.to(device)
 
     return MSGraphBatch(graph=batch.graph.to(device), homo=batch.homo.to(device), hetero=batch.hetero.to(device),
-                        joint=batch.joint.to(device),
-                        last=batch.last.to(device), seq=batch.seq.to(device), targets=move(batch.targets),
-                        seen=move(batch.seen))
+                        joint=batch.joint.to(device), last=batch.last.to(device), seq=batch.seq.to(device),
+                        targets=move(batch.targets), seen=move(batch.seen))

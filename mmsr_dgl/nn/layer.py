@@ -6,6 +6,7 @@ from torch import nn
 
 from ..graph import MSGraphBatch, MSGraphSchema
 from .attention import Feats, HeterogeneousAttention, HomogeneousAttention, attend
+from .dropout import RandMaskDropout
 
 FUSIONS = ("async", "homo_first", "hetero_first", "sync", "homo_only")
 
@@ -17,7 +18,8 @@ class MMSRLayer(nn.Module):
       async         both, mixed per node by an update gate softmax(W_t [A; B]) over the two orders
       sync          one softmax over all in-edges (both groups), scores and values from h
       homo_only     out = Homo(scores h, values h): for graphs without modality nodes (the id_only ablation)
-    Each phase is one `multi_update_all` over its relation group. The output is LayerNorm(h + dropout(out)).
+    Each phase is one softmax and one message-passing call over its relation group's flat graph
+    (`RelationGroup`). The output is LayerNorm(h + dropout(out)).
     """
 
     def __init__(self, schema: MSGraphSchema, dim: int, fusion: str = "async", dropout: float = 0.1,
@@ -27,27 +29,28 @@ class MMSRLayer(nn.Module):
             raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
         self.fusion = fusion
         ntypes = schema.ntypes
-        homo_rels = schema.homogeneous
-        hetero_rels = [r for r in schema.heterogeneous if fusion != "sync" or r[1] != "self"]
+        # sync: the self-loops, in both groups, count once (as homogeneous edges)
+        self.sync_hetero_relations = [r for r in schema.heterogeneous if r[1] != "self"]
         n_copies = 2 if fusion == "async" else 1
         # index i: the attention used in order A (i=0) or B (i=1 under async) for that group
-        self.homo = nn.ModuleList([HomogeneousAttention(homo_rels, dim) for _ in range(n_copies)])
-        self.hetero = nn.ModuleList([HeterogeneousAttention(hetero_rels, ntypes, dim)
+        self.homo = nn.ModuleList([HomogeneousAttention(schema.homogeneous, dim) for _ in range(n_copies)])
+        self.hetero = nn.ModuleList([HeterogeneousAttention(ntypes, dim)
                                      for _ in range(0 if fusion == "homo_only" else n_copies)])
         if fusion == "async":
             self.gate = nn.ModuleDict({t: nn.Linear(2 * dim, 2) for t in ntypes})
         self.norm = nn.ModuleDict({t: nn.LayerNorm(dim) for t in ntypes})
-        self.dropout = nn.Dropout(dropout)
-        self.attn_dropout = nn.Dropout(attn_dropout)
+        self.dropout = RandMaskDropout(dropout)
+        self.attn_dropout = RandMaskDropout(attn_dropout)
         self.gates: Feats = {}  # node type -> [N_t, 2] gate values of the last forward (async only)
 
     def _homo(self, i: int, batch: MSGraphBatch, scores: Feats, values: Feats) -> Feats:
         att = self.homo[i]
-        return attend(batch.homo, att.logits(batch.homo, scores), att.values(values), self.attn_dropout)
+        return attend(batch.homo, att.logits(batch.homo, scores), att.values(batch.homo, values), self.attn_dropout)
 
     def _hetero(self, i: int, batch: MSGraphBatch, scores: Feats, values: Feats) -> Feats:
         att = self.hetero[i]
-        return attend(batch.hetero, att.logits(batch.hetero, scores), att.values(values), self.attn_dropout)
+        return attend(batch.hetero, att.logits(batch.hetero, scores), att.values(batch.hetero, values),
+                      self.attn_dropout)
 
     def order_homo_hetero(self, batch: MSGraphBatch, h: Feats, i: int = 0) -> Feats:
         z = self._homo(i, batch, h, h)
@@ -58,11 +61,13 @@ class MMSRLayer(nn.Module):
         return self._homo(i, batch, y, h)
 
     def _sync(self, batch: MSGraphBatch, h: Feats) -> Feats:
+        """One softmax over all in-edges (batch.joint: the homogeneous group, then the heterogeneous one without
+        its self-loops); homogeneous edges score and carry as in their group, heterogeneous ones likewise."""
         homo, hetero = self.homo[0], self.hetero[0]
-        logits = {**homo.logits(batch.joint, h), **hetero.logits(batch.joint, h)}
-        # one softmax over all in-edges; homogeneous relations carry h, heterogeneous ones V h
-        return attend(batch.joint, logits, hetero.values(h), self.attn_dropout,
-                      alt_values=homo.values(h), alt_relations=frozenset(homo.relations))
+        edges, slots = batch.hetero.span(self.sync_hetero_relations)
+        logits = torch.cat([homo.logits(batch.homo, h), hetero.logits(batch.hetero, h)[edges]])  # [E_joint, 1]
+        values = torch.cat([homo.values(batch.homo, h), hetero.values(batch.hetero, h)[slots]])  # [S_joint, d]
+        return attend(batch.joint, logits, values, self.attn_dropout)
 
     def forward(self, batch: MSGraphBatch, h: Feats) -> Feats:
         self.gates = {}

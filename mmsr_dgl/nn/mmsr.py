@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ..graph import MSGraphBatch, MSGraphSchema
+from .dropout import RandMaskDropout
 from .layer import MMSRLayer
 from .scoring import FullSortRecommender, Query
 
@@ -103,7 +104,7 @@ class MMSR(FullSortRecommender):
         self.layers = nn.ModuleList([MMSRLayer(self.schema, d, fusion, config.dropout, config.attn_dropout)
                                      for _ in range(config.n_layers)])
         self.input_norm = nn.LayerNorm(d)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = RandMaskDropout(config.dropout)
         if config.readout != "last":
             self.pool = AttentionPool(d)
         if config.readout == "mixture_gated":
