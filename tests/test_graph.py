@@ -276,17 +276,18 @@ def test_last_item_nodes_per_graph():
     assert last_item_nodes(build_msgraph(HISTORY, CODES, MAX_LEN)).tolist() == [2]
 
 
-def test_make_batch_views_and_padding():
+def test_make_batch_groups_and_padding():
     histories = [np.array([3, 5, 3, 7]), np.array([7]), np.array([5, 3, 7, 7, 5, 3, 5])]
     batch = make_batch(histories, CODES, MAX_LEN, targets=np.array([5, 3, 7]))
     schema = MSGraphSchema(("image", "text"))
     assert len(batch) == 3
     assert set(batch.graph.canonical_etypes) == set(schema.etypes)
-    assert batch.joint.relations == schema.etypes
+    hetero_without_self = [r for r in schema.heterogeneous if r[1] != "self"]
+    assert batch.joint.relations == schema.homogeneous + hetero_without_self
     sizes = [batch.graph.num_nodes(t) for t in schema.ntypes]
     node_offset = dict(zip(schema.ntypes, np.cumsum([0] + sizes[:-1]).tolist()))
     for group, relations in ((batch.homo, schema.homogeneous), (batch.hetero, schema.heterogeneous),
-                             (batch.joint, schema.etypes)):
+                             (batch.joint, schema.homogeneous + hetero_without_self)):
         assert group.relations == relations and group.num_nodes == sizes
         assert group.graph.num_nodes("node") == sum(sizes)
         assert group.graph.num_edges() == sum(batch.graph.num_edges(e) for e in relations)
@@ -297,6 +298,7 @@ def test_make_batch_views_and_padding():
             # each flat edge is the relation's edge, its source a slot of the relation's block, its destination
             # the node's place in the one numbering of all types
             assert [(u - slots.start, v - node_offset[e[2]]) for u, v in flat[edges]] == edge_list(batch.graph, e)
+    assert batch.hetero.span([]) == (slice(0, 0), slice(0, 0))
     with pytest.raises(ValueError, match="not consecutive"):
         batch.hetero.span([schema.heterogeneous[0], schema.heterogeneous[2]])
     assert batch.seq.dtype == torch.int64

@@ -160,11 +160,37 @@ def test_group_attention_equals_the_per_relation_heterograph_attention(setup_asy
         assert max((got[t] - h[t]).abs().max() for t in h) > 1e-2  # not the identity
 
 
+def test_sync_equals_one_per_relation_heterograph_attention_over_all_relations(data):
+    """sync: one softmax over the homogeneous and the heterogeneous edges (self-loops once, as homogeneous), each
+    scored and carrying values as in its own group; also with the modalities given in another order."""
+    model = make_model(data, "sync").eval()
+    layer, schema = model.layers[0], model.schema
+    histories, _ = sample(data, 16, seed=5)
+    batch = make_batch(histories, codes_for(model, data), data.max_len)
+    reversed_codes = dict(reversed(list(codes_for(model, data).items())))
+    with torch.no_grad():
+        h = model.node_inputs(batch, model.item_table())
+        homo, hetero = layer.homo[0], layer.hetero[0]
+        keys, queries, values = {}, {}, {}
+        for r in schema.etypes:
+            if r in schema.homogeneous:
+                keys[r], queries[r], values[r] = h[r[0]] * homo.vectors["|".join(r)], h[r[2]], h[r[0]]
+            else:
+                keys[r], queries[r] = hetero.key[r[0]](h[r[0]]), hetero.query[r[2]](h[r[2]]) * hetero.scale
+                values[r] = hetero.value[r[0]](h[r[0]])
+        expected = hetero_reference(batch.graph, schema.etypes, keys, queries, values)
+        got = layer._sync(batch, h)
+        other = layer._sync(make_batch(histories, reversed_codes, data.max_len), h)
+    for t in h:
+        torch.testing.assert_close(got[t], expected[t], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(other[t], got[t], atol=1e-5, rtol=1e-5)
+
+
 def test_one_softmax_over_both_groups_mixes_them(setup_async):
     """Over batch.joint (sync's graph) one softmax spans both groups, so neither group's weights sum to one."""
     model, batch, h = setup_async
     layer, joint = model.layers[0], batch.joint
-    edges, _ = batch.hetero.span(layer.sync_hetero_relations)
+    edges, _ = batch.hetero.span([r for r in batch.hetero.relations if r[1] != "self"])
     with torch.no_grad():
         logits = torch.cat([layer.homo[0].logits(batch.homo, h), layer.hetero[0].logits(batch.hetero, h)[edges]])
         w = edge_softmax(joint.graph, logits)
@@ -182,7 +208,7 @@ def test_one_softmax_over_both_groups_mixes_them(setup_async):
 
 
 @pytest.mark.parametrize("fusion", ["async", "homo_first", "hetero_first", "sync"])
-def test_layer_phases_run_on_the_group_views(data, fusion, monkeypatch):
+def test_layer_phases_run_on_the_relation_groups(data, fusion, monkeypatch):
     """Each phase of a layer normalises over exactly one relation group (sync: over the whole graph), in order."""
     import mmsr_dgl.nn.layer as layer_module
 

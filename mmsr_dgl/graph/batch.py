@@ -17,7 +17,7 @@ class MSGraphBatch:
     graph: dgl.DGLHeteroGraph  # all relations
     homo: RelationGroup  # the homogeneous relations
     hetero: RelationGroup  # the heterogeneous relations (self-loops first)
-    joint: RelationGroup  # every relation once: the homogeneous ones, then the heterogeneous ones but self-loops
+    joint: RelationGroup  # the homogeneous relations, then the heterogeneous ones but the self-loops (for 'sync')
     last: torch.Tensor  # int64 [B]: item node of each history's most recent item
     seq: torch.Tensor  # int64 [B, max_len]: the histories, left-padded with 0
     targets: torch.Tensor | None = None  # int64 [B]
@@ -46,7 +46,8 @@ def make_batch(histories: Sequence[np.ndarray], codes: dict[str, np.ndarray], ma
         graph=graph,
         homo=relation_group(graph, schema.homogeneous, schema.ntypes),
         hetero=relation_group(graph, schema.heterogeneous, schema.ntypes),
-        joint=relation_group(graph, schema.etypes, schema.ntypes),
+        joint=relation_group(graph, schema.homogeneous + [r for r in schema.heterogeneous if r[1] != "self"],
+                             schema.ntypes),
         last=last_item_nodes(graph),
         seq=pad_left(histories, max_len),
         targets=None if targets is None else torch.as_tensor(np.asarray(targets), dtype=torch.int64),

@@ -1,19 +1,20 @@
 """A relation group of the MSGraph (one attention softmax) as one single-relation DGL graph.
 
-On a heterograph, DGL runs its message-passing kernels relation by relation; the nine or so small relations of a
-group cost about 1.6 times one kernel call over all their edges (measured in BENCHMARKS.md). So each group is
-also kept flat: the sources are (relation, node) slots, so that a relation-specific key (a homogeneous
-attention vector, a type-specific transform) is one row per slot; the destinations are the batch's nodes, one
-numbering for all types. One softmax over this graph's in-edges is exactly the group's softmax.
+On a heterograph, DGL runs its message-passing kernels relation by relation (slower: BENCHMARKS.md, issue 5,
+"Flat relation groups"). Here the sources are (relation, node) slots, so that a relation-specific key (a
+homogeneous attention vector, a type-specific transform) is one row per slot; the destinations are the batch's
+nodes, one numbering for all types. One softmax over this graph's in-edges is exactly the group's softmax.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import dgl
 import torch
 
-CanonicalEType = tuple[str, str, str]
+from .msgraph import CanonicalEType
+
 Feats = dict[str, torch.Tensor]  # node type -> [N_type, d]
 
 
@@ -43,7 +44,9 @@ class RelationGroup:
         return dict(zip(self.ntypes, torch.split(x, self.num_nodes)))
 
     def span(self, relations: list[CanonicalEType]) -> tuple[slice, slice]:
-        """The edges and the slots of these relations, which must be consecutive in `relations`."""
+        """The edges and the slots of these relations, which must be consecutive in `relations` (none: empty)."""
+        if not relations:
+            return slice(0, 0), slice(0, 0)
         first = self.relations.index(relations[0])
         last = first + len(relations)
         if self.relations[first:last] != list(relations):
@@ -52,8 +55,7 @@ class RelationGroup:
                 slice(self.slot_offsets[first], self.slot_offsets[last]))
 
     def to(self, device: torch.device | str) -> RelationGroup:
-        return RelationGroup(self.graph.to(device), self.relations, self.ntypes, self.num_nodes, self.slot_offsets,
-                             self.edge_offsets)
+        return dataclasses.replace(self, graph=self.graph.to(device))
 
 
 def relation_group(graph: dgl.DGLHeteroGraph, relations: list[CanonicalEType], ntypes: list[str]) -> RelationGroup:

@@ -13,18 +13,14 @@ import torch
 from dgl.nn.functional import edge_softmax
 from torch import nn
 
-from ..graph import RelationGroup
-
-Feats = dict[str, torch.Tensor]  # node type -> [N_type, d]
-EType = tuple[str, str, str]
+from ..graph import CanonicalEType, Feats, RelationGroup
 
 
 class HomogeneousAttention(nn.Module):
     """Content-based: logit(u -> v) = a_r . (h_u * h_v), one learned vector a_r per relation; values h_u."""
 
-    def __init__(self, relations: list[EType], dim: int):
+    def __init__(self, relations: list[CanonicalEType], dim: int):
         super().__init__()
-        self.relations = relations
         self.vectors = nn.ParameterDict({"|".join(r): nn.Parameter(torch.randn(dim) / math.sqrt(dim))
                                          for r in relations})
 

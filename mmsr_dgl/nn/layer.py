@@ -29,8 +29,6 @@ class MMSRLayer(nn.Module):
             raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
         self.fusion = fusion
         ntypes = schema.ntypes
-        # sync: the self-loops, in both groups, count once (as homogeneous edges)
-        self.sync_hetero_relations = [r for r in schema.heterogeneous if r[1] != "self"]
         n_copies = 2 if fusion == "async" else 1
         # index i: the attention used in order A (i=0) or B (i=1 under async) for that group
         self.homo = nn.ModuleList([HomogeneousAttention(schema.homogeneous, dim) for _ in range(n_copies)])
@@ -64,7 +62,7 @@ class MMSRLayer(nn.Module):
         """One softmax over all in-edges (batch.joint: the homogeneous group, then the heterogeneous one without
         its self-loops); homogeneous edges score and carry as in their group, heterogeneous ones likewise."""
         homo, hetero = self.homo[0], self.hetero[0]
-        edges, slots = batch.hetero.span(self.sync_hetero_relations)
+        edges, slots = batch.hetero.span([r for r in batch.hetero.relations if r[1] != "self"])
         logits = torch.cat([homo.logits(batch.homo, h), hetero.logits(batch.hetero, h)[edges]])  # [E_joint, 1]
         values = torch.cat([homo.values(batch.homo, h), hetero.values(batch.hetero, h)[slots]])  # [S_joint, d]
         return attend(batch.joint, logits, values, self.attn_dropout)
