@@ -1,7 +1,7 @@
 """A relation group of the MSGraph (one attention softmax) as one single-relation DGL graph.
 
-On a heterograph, DGL runs its message-passing kernels relation by relation (slower: BENCHMARKS.md, issue 5,
-"Flat relation groups"). Here the sources are (relation, node) slots, so that a relation-specific key (a
+On a heterograph, DGL runs its message-passing kernels relation by relation (slower: BENCHMARKS.md, "Flat
+relation groups"). Here the sources are (relation, node) slots, so that a relation-specific key (a
 homogeneous attention vector, a type-specific transform) is one row per slot; the destinations are the batch's
 nodes, one numbering for all types. One softmax over this graph's in-edges is exactly the group's softmax.
 """
