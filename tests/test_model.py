@@ -190,7 +190,7 @@ def test_one_softmax_over_both_groups_mixes_them(setup_async):
     """Over batch.joint (sync's graph) one softmax spans both groups, so neither group's weights sum to one."""
     model, batch, h = setup_async
     layer, joint = model.layers[0], batch.joint
-    edges, _ = batch.hetero.span([r for r in batch.hetero.relations if r[1] != "self"])
+    edges, _ = batch.hetero.span(joint.relations[len(batch.homo.relations):])
     with torch.no_grad():
         logits = torch.cat([layer.homo[0].logits(batch.homo, h), layer.hetero[0].logits(batch.hetero, h)[edges]])
         w = edge_softmax(joint.graph, logits)

@@ -62,7 +62,7 @@ class MMSRLayer(nn.Module):
         """One softmax over all in-edges (batch.joint: the homogeneous group, then the heterogeneous one without
         its self-loops); homogeneous edges score and carry as in their group, heterogeneous ones likewise."""
         homo, hetero = self.homo[0], self.hetero[0]
-        edges, slots = batch.hetero.span([r for r in batch.hetero.relations if r[1] != "self"])
+        edges, slots = batch.hetero.span(batch.joint.relations[len(batch.homo.relations):])
         logits = torch.cat([homo.logits(batch.homo, h), hetero.logits(batch.hetero, h)[edges]])  # [E_joint, 1]
         values = torch.cat([homo.values(batch.homo, h), hetero.values(batch.hetero, h)[slots]])  # [S_joint, d]
         return attend(batch.joint, logits, values, self.attn_dropout)
