@@ -1,6 +1,6 @@
 """Micro-benchmark of one training step (MMSR by default): MSGraph batch collation and model forward + backward.
 
-    python benchmarks/bench_model.py                      # today's defaults on Amazon Toys (datasets/amazon-toys.yaml)
+    python benchmarks/bench_model.py                      # code defaults, Toys with 256 codes and 3 links (issue 3)
     python benchmarks/bench_model.py --set fusion=sync    # any training setting; --preprocess-set n_codes=64 ...
     python benchmarks/bench_model.py --data DIR           # an already preprocessed dataset directory
 
@@ -24,7 +24,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from toys import ROOT, has_toys, prepare_toys, toys_dir  # noqa: E402
+from toys import CODES_256, ROOT, has_toys, prepare_toys, toys_dir  # noqa: E402
 
 from mmsr_dgl.config import build_config  # noqa: E402
 from mmsr_dgl.data import PreprocessConfig, load_processed, preprocess  # noqa: E402
@@ -46,9 +46,9 @@ def prepare(args: argparse.Namespace, scratch: Path) -> Path:
     start = time.perf_counter()
     if has_toys(toys):
         out = Path(args.out)
-        print(f"dataset: Amazon Toys from {toys} (datasets/amazon-toys.yaml {' '.join(args.preprocess_set)}), "
-              f"in {out}")
-        prepare_toys(toys, out, args.preprocess_set)
+        overrides = [*CODES_256, *args.preprocess_set]
+        print(f"dataset: Amazon Toys from {toys} (datasets/amazon-toys.yaml {' '.join(overrides)}), in {out}")
+        prepare_toys(toys, out, overrides)
     else:
         out = scratch / "data"
         print(f"NOTICE: Amazon Toys not found at {toys} (set MMSR_TOYS_DIR); benchmarking the synthetic "

@@ -13,11 +13,13 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 COLUMNS = [f"{m}@{k}" for k in (5, 10, 20) for m in ("hr", "ndcg", "mrr")]
-ORDER = ["async", "codes_1024", "features", "features_mixture", "features_mixture_codes_4096",
+TOYS_DEFAULT = "features_mixture_codes_4096_links_1_e24"  # datasets/amazon-toys*.yaml (suite.TOYS_DEFAULT)
+ORDER = [TOYS_DEFAULT, "toys_default_sync", "toys_default_id_only", "async", "codes_1024", "features", "features_mixture", "features_mixture_codes_4096",
          "features_mixture_codes_4096_links_1", "features_mixture_codes_4096_links_1_lr_2e-3", "sync", "homo_first",
          "hetero_first", "id_only", "no_image", "no_text", *(f"miss_{m}_{r}" for m in ("image", "text")
                                                              for r in (0.2, 0.5, 1.0)),
          "sasrec", "sasrec_dropout_0.2", "popularity"]
+PLOTTED = [TOYS_DEFAULT, "async", "features_mixture_codes_4096", "sync", "id_only", "sasrec", "sasrec_dropout_0.2"]
 
 
 def load(split: str) -> dict[str, list[dict]]:
@@ -95,8 +97,8 @@ def plot(runs: dict[str, list[dict]], path: Path) -> None:
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(7, 4.5))
     colors = plt.get_cmap("tab10").colors
-    for k, (name, summaries) in enumerate(runs.items()):
-        for i, s in enumerate(summaries):  # one colour per model, one line style per seed
+    for k, name in enumerate(name for name in PLOTTED if name in runs):
+        for i, s in enumerate(runs[name]):  # one colour per model, one line style per seed
             if "valid_ndcg10_per_epoch" in s:
                 curve = s["valid_ndcg10_per_epoch"]
                 ax.plot(range(1, len(curve) + 1), curve, color=colors[k % len(colors)],

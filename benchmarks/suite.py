@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from toys import ROOT, prepare_toys, toys_dir
+from toys import CODES_256, ROOT, prepare_toys, toys_dir
 
 from mmsr_dgl.config import build_config
 from mmsr_dgl.data import load_processed
@@ -57,16 +57,32 @@ EXPERIMENTS = {
     # and the same with twice the learning rate: aimed at the 30-minute budget
     "features_mixture_codes_4096_links_1": ["item_repr=id+codes+features", "readout=mixture"],
     "features_mixture_codes_4096_links_1_lr_2e-3": ["item_repr=id+codes+features", "readout=mixture", "lr=2e-3"],
+    # the Toys default (datasets/amazon-toys*.yaml): 1 link, a fixed budget of 24 epochs and patience 10 (with
+    # patience 5 the 1-link runs stopped before a slow climb of validation NDCG@10)
+    "features_mixture_codes_4096_links_1_e24": ["item_repr=id+codes+features", "readout=mixture", "epochs=24",
+                                                "patience=10"],
 }
-# experiment -> preprocessing overrides of datasets/amazon-toys.yaml (its data goes to a directory of its own)
-PREPROCESSING = {"codes_1024": ["n_codes=1024"], "features_mixture_codes_4096": ["n_codes=4096"],
-                 **{name: ["n_codes=4096", "codes_per_item=1"] for name in ("features_mixture_codes_4096_links_1",
-                                                                           "features_mixture_codes_4096_links_1_lr_2e-3")}}
+TOYS_DEFAULT = "features_mixture_codes_4096_links_1_e24"
+# ablations of the Toys default: its fusion switched to `sync`, and no code nodes
+EXPERIMENTS.update({f"toys_default_{fusion}": [*EXPERIMENTS[TOYS_DEFAULT], f"fusion={fusion}"]
+                    for fusion in ("sync", "id_only")})
+# experiment -> preprocessing overrides of datasets/amazon-toys.yaml (the others: CODES_256), written out so that an
+# experiment does not change with the file
+PREPROCESSING = {"codes_1024": ["n_codes=1024", "codes_per_item=3"],
+                 "features_mixture_codes_4096": ["n_codes=4096", "codes_per_item=3"],
+                 **{name: ["n_codes=4096", "codes_per_item=1"] for name in (
+                     "features_mixture_codes_4096_links_1", "features_mixture_codes_4096_links_1_lr_2e-3", TOYS_DEFAULT,
+                     "toys_default_sync", "toys_default_id_only")}}
+
+
+def preprocessing(name: str) -> list[str]:
+    """The preprocessing overrides of an experiment (each set of them gets a data directory of its own)."""
+    return PREPROCESSING.get(name, CODES_256)
 
 
 def experiment_data(toys: Path, split: str, name: str) -> Path:
     """The preprocessed Toys an experiment trains on (made when missing or out of date)."""
-    overrides = PREPROCESSING.get(name, [])
+    overrides = preprocessing(name)
     tag = "".join(f"-{o}" for o in overrides)
     return prepare_toys(toys, ROOT / "runs" / "suite" / f"toys-{split}-data{tag}", [f"split={split}", *overrides])
 
@@ -95,7 +111,6 @@ def run_one(name: str, seed: int, data_dir: Path, out_root: Path, results_dir: P
     if summary_path.exists():
         return json.loads(summary_path.read_text())
     overrides = EXPERIMENTS[name] + extra + [f"seed={seed}"]
-    preprocessing = PREPROCESSING.get(name, [])
     config = build_config(TrainConfig, overrides=overrides)
     run_dir = out_root / f"{name}-s{seed}"
     start = time.perf_counter()
@@ -103,7 +118,7 @@ def run_one(name: str, seed: int, data_dir: Path, out_root: Path, results_dir: P
     results = train(config, data_dir, run_dir, resume=(run_dir / CONFIG_FILE).exists(), echo=print, progress=False)
     history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     summary = {"experiment": name, "seed": seed, "overrides": overrides,
-               **({"preprocess_overrides": preprocessing} if preprocessing else {}), **results,
+               "preprocess_overrides": preprocessing(name), **results,
                "valid_ndcg10_per_epoch": [r["valid"]["ndcg@10"] for r in history],
                "epochs": [{"epoch": r["epoch"], "loss": r["loss"], "seconds": r["seconds"]}
                                      for r in history],
@@ -129,7 +144,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.list:
         for name, overrides in EXPERIMENTS.items():
-            print(f"{name:14s} {' '.join(overrides + PREPROCESSING.get(name, []))}")
+            print(f"{name:14s} {' '.join(overrides + preprocessing(name))}")
         return
     names, seeds = args.experiments.split(","), [int(s) for s in args.seeds.split(",")]
     for name in names:

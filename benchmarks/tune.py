@@ -105,7 +105,7 @@ def trial_settings(name: str) -> tuple[list[str], list[str]]:
     """All training overrides (MMSR trials start from the paper's choices) and preprocessing overrides of a trial."""
     train_overrides, data_overrides = TRIALS[name]
     base = [] if "model=sasrec" in train_overrides else PAPER
-    return base + train_overrides, ["split=loo", "n_codes=64", *data_overrides]
+    return base + train_overrides, ["split=loo", "n_codes=64", "codes_per_item=3", *data_overrides]
 
 
 def run_trial(name: str, epochs: int, toys) -> dict:

@@ -19,12 +19,25 @@ suite = importlib.import_module("suite")
 tune = importlib.import_module("tune")
 toys = importlib.import_module("toys")
 ensemble = importlib.import_module("ensemble")
+report = importlib.import_module("report")
 
 
 @pytest.mark.parametrize("name", sorted(suite.EXPERIMENTS))
 def test_suite_experiment_builds(name):
     build_config(TrainConfig, overrides=suite.EXPERIMENTS[name])  # raises on an unknown setting or a bad value
-    build_config(PreprocessConfig, file=toys.SETTINGS, overrides=suite.PREPROCESSING.get(name, []))
+    build_config(PreprocessConfig, file=toys.SETTINGS, overrides=suite.preprocessing(name))
+
+
+def test_suite_toys_default_is_the_dataset_files():
+    """The suite's Toys-default experiment trains what datasets/amazon-toys*.yaml give a user."""
+    name = suite.TOYS_DEFAULT
+    assert (build_config(TrainConfig, overrides=suite.EXPERIMENTS[name])
+            == build_config(TrainConfig, file=toys.TRAIN_SETTINGS))
+    assert (build_config(PreprocessConfig, file=toys.SETTINGS, overrides=suite.preprocessing(name))
+            == build_config(PreprocessConfig, file=toys.SETTINGS))
+    earlier = build_config(PreprocessConfig, file=toys.SETTINGS, overrides=suite.preprocessing("async"))
+    assert (earlier.n_codes, earlier.codes_per_item) == (256, 3)  # the ablations' codes, whatever the file says
+    assert report.TOYS_DEFAULT == name and set(report.PLOTTED) <= set(suite.EXPERIMENTS)
 
 
 def test_suite_preprocessing_names_experiments():

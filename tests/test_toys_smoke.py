@@ -1,8 +1,9 @@
-"""End-to-end smoke run on a real subset: the first 2,000 Amazon Toys users, one epoch (no accuracy asserted)."""
+"""End-to-end smoke run on a real subset: the first 2,000 Amazon Toys users, one epoch of the Toys default settings
+(datasets/amazon-toys*.yaml, with 32 codes for the subset); no accuracy asserted."""
 import json
 
 import numpy as np
-from conftest import run_cli
+from conftest import REPO, run_cli
 
 
 def test_toys_subset_end_to_end(toys_dir, tmp_path):
@@ -13,9 +14,10 @@ def test_toys_subset_end_to_end(toys_dir, tmp_path):
     result = run_cli("preprocess", "--sequences", sequences, "--items", toys_dir / "items.tsv",
                      "--features", f"image={toys_dir / 'image_clip_vitb32.npy'}",
                      "--features", f"text={toys_dir / 'text_clip_vitb32.npy'}", "--out", data,
-                     "--set", "n_codes=32")
+                     "--config", REPO / "datasets" / "amazon-toys.yaml", "--set", "n_codes=32")
     assert result.exit_code == 0, result.output
-    result = run_cli("train", "--data", data, "--out", run, "--epochs", "1")
+    result = run_cli("train", "--data", data, "--out", run, "--config", REPO / "datasets" / "amazon-toys-train.yaml",
+                     "--epochs", "1")
     assert result.exit_code == 0, result.output
     printed = json.loads(result.stdout)
     assert set(printed) == {"model", "popularity"} and 0 <= printed["model"]["ndcg@10"] <= 1
