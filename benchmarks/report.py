@@ -19,7 +19,9 @@ ORDER = [TOYS_DEFAULT, "toys_default_sync", "toys_default_id_only", "async", "co
          "hetero_first", "id_only", "no_image", "no_text", *(f"miss_{m}_{r}" for m in ("image", "text")
                                                              for r in (0.2, 0.5, 1.0)),
          "sasrec", "sasrec_dropout_0.2", "popularity"]
-PLOTTED = [TOYS_DEFAULT, "async", "features_mixture_codes_4096", "sync", "id_only", "sasrec", "sasrec_dropout_0.2"]
+PLOTTED = {TOYS_DEFAULT: "MMSR, Toys default", "async": "MMSR, code defaults", "features_mixture_codes_4096":
+           "MMSR, mixture, 4,096 codes, 3 links", "sync": "sync (code defaults)", "id_only": "id_only (code defaults)",
+           "sasrec": "SASRec (RecBole's settings)", "sasrec_dropout_0.2": "SASRec, dropout 0.2"}
 
 
 def load(split: str) -> dict[str, list[dict]]:
@@ -95,19 +97,21 @@ def plot(runs: dict[str, list[dict]], path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(10, 5))
     colors = plt.get_cmap("tab10").colors
     for k, name in enumerate(name for name in PLOTTED if name in runs):
         for i, s in enumerate(runs[name]):  # one colour per model, one line style per seed
             if "valid_ndcg10_per_epoch" in s:
                 curve = s["valid_ndcg10_per_epoch"]
                 ax.plot(range(1, len(curve) + 1), curve, color=colors[k % len(colors)],
-                        linestyle=("-", "--", ":")[i % 3], label=f"{name} (seed {s['seed']})")
+                        linestyle=("-", "--", ":")[i % 3], label=PLOTTED[name] if i == 0 else None)
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation NDCG@10")
     ax.set_title("Amazon Toys, leave-one-out, full ranking")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.set_ylim(bottom=0.03)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), title="line style: seed 1, 2, 3",
+              title_fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
