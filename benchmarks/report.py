@@ -14,7 +14,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 COLUMNS = [f"{m}@{k}" for k in (5, 10, 20) for m in ("hr", "ndcg", "mrr")]
 TOYS_DEFAULT = "features_mixture_codes_4096_links_1_e24"  # datasets/amazon-toys*.yaml (suite.TOYS_DEFAULT)
-ORDER = [TOYS_DEFAULT, "toys_default_sync", "toys_default_id_only", "async", "codes_1024", "features", "features_mixture", "features_mixture_codes_4096",
+ORDER = [TOYS_DEFAULT, "toys_default_sync", "toys_default_id_only", "async", "codes_1024", "features",
+         "features_mixture", "features_mixture_codes_4096",
          "features_mixture_codes_4096_links_1", "features_mixture_codes_4096_links_1_lr_2e-3", "sync", "homo_first",
          "hetero_first", "id_only", "no_image", "no_text", *(f"miss_{m}_{r}" for m in ("image", "text")
                                                              for r in (0.2, 0.5, 1.0)),

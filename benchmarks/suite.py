@@ -64,15 +64,16 @@ EXPERIMENTS = {
 }
 TOYS_DEFAULT = "features_mixture_codes_4096_links_1_e24"
 # ablations of the Toys default: its fusion switched to `sync`, and no code nodes
-EXPERIMENTS.update({f"toys_default_{fusion}": [*EXPERIMENTS[TOYS_DEFAULT], f"fusion={fusion}"]
-                    for fusion in ("sync", "id_only")})
+TOYS_DEFAULT_ABLATIONS = {f"toys_default_{fusion}": [*EXPERIMENTS[TOYS_DEFAULT], f"fusion={fusion}"]
+                          for fusion in ("sync", "id_only")}
+EXPERIMENTS.update(TOYS_DEFAULT_ABLATIONS)
 # experiment -> preprocessing overrides of datasets/amazon-toys.yaml (the others: CODES_256), written out so that an
 # experiment does not change with the file
 PREPROCESSING = {"codes_1024": ["n_codes=1024", "codes_per_item=3"],
                  "features_mixture_codes_4096": ["n_codes=4096", "codes_per_item=3"],
                  **{name: ["n_codes=4096", "codes_per_item=1"] for name in (
                      "features_mixture_codes_4096_links_1", "features_mixture_codes_4096_links_1_lr_2e-3", TOYS_DEFAULT,
-                     "toys_default_sync", "toys_default_id_only")}}
+                     *TOYS_DEFAULT_ABLATIONS)}}
 
 
 def preprocessing(name: str) -> list[str]:
