@@ -1,7 +1,8 @@
-"""Micro-benchmark of one training step (MMSR by default): MSGraph batch collation and model forward + backward.
+"""Micro-benchmark of one training step: MSGraph batch collation and model forward + backward.
 
-    python benchmarks/bench_model.py                      # code defaults, Toys with 256 codes and 3 links (issue 3)
+    python benchmarks/bench_model.py                      # the Toys default (datasets/amazon-toys*.yaml)
     python benchmarks/bench_model.py --set fusion=sync    # any training setting; --preprocess-set n_codes=64 ...
+    python benchmarks/bench_model.py --config ''          # the code defaults instead of the Toys training file
     python benchmarks/bench_model.py --data DIR           # an already preprocessed dataset directory
 
 Random training batches (user, target position) are drawn from the dataset's 'train' split. Reported: the
@@ -11,28 +12,25 @@ Targets (d=64, 1 layer, batch 256): collation < 10 ms, forward + backward < 150 
 """
 from __future__ import annotations
 
+import argparse
 import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
 
-os.environ.setdefault("DGLBACKEND", "pytorch")
+import mmsr_dgl  # noqa: F401  (before torch: it sets DGL's backend and the OpenMP defaults)
+import numpy as np
+import torch
+from toys import ROOT, TRAIN_SETTINGS, has_toys, prepare_toys, toys_dir
 
-import argparse  # noqa: E402
-import resource  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from toys import CODES_256, ROOT, has_toys, prepare_toys, toys_dir  # noqa: E402
-
-from mmsr_dgl.config import build_config  # noqa: E402
-from mmsr_dgl.data import PreprocessConfig, load_processed, preprocess  # noqa: E402
-from mmsr_dgl.data.preprocess import Inputs  # noqa: E402
-from mmsr_dgl.graph import make_batch  # noqa: E402
-from mmsr_dgl.training import TrainConfig  # noqa: E402
-from mmsr_dgl.training.loader import model_codes  # noqa: E402
-from mmsr_dgl.training.run import build_model  # noqa: E402
+from mmsr_dgl.config import build_config
+from mmsr_dgl.data import PreprocessConfig, load_processed, preprocess
+from mmsr_dgl.data.preprocess import Inputs
+from mmsr_dgl.nn import make_batch
+from mmsr_dgl.training import TrainConfig
+from mmsr_dgl.training.run import build_model
 
 COLLATE_TARGET_MS, STEP_TARGET_MS = 10.0, 150.0
 WARMUP = 3
@@ -46,9 +44,9 @@ def prepare(args: argparse.Namespace, scratch: Path) -> Path:
     start = time.perf_counter()
     if has_toys(toys):
         out = Path(args.out)
-        overrides = [*CODES_256, *args.preprocess_set]
-        print(f"dataset: Amazon Toys from {toys} (datasets/amazon-toys.yaml {' '.join(overrides)}), in {out}")
-        prepare_toys(toys, out, overrides)
+        print(f"dataset: Amazon Toys from {toys} (datasets/amazon-toys.yaml {' '.join(args.preprocess_set)}), "
+              f"in {out}")
+        prepare_toys(toys, out, args.preprocess_set)
     else:
         out = scratch / "data"
         print(f"NOTICE: Amazon Toys not found at {toys} (set MMSR_TOYS_DIR); benchmarking the synthetic "
@@ -68,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", help="a preprocessed dataset directory (default: preprocess Amazon Toys)")
     parser.add_argument("--out", default=str(ROOT / "runs" / "bench" / "model-data"),
                         help="where to preprocess Toys when --data is not given; reused when up to date")
+    parser.add_argument("--config", default=str(TRAIN_SETTINGS), help="training settings file ('' for none)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="a training setting (model, fusion, dim, n_layers, batch_size, readout, ...)")
     parser.add_argument("--preprocess-set", action="append", default=[], metavar="KEY=VALUE")
@@ -86,13 +85,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"data: {counts['users']} users, {counts['items']} items, {len(users)} training samples, "
           f"max_len {data.max_len}, modalities {data.modalities or 'none'}")
 
-    config = build_config(TrainConfig, overrides=args.overrides)
+    config = build_config(TrainConfig, file=args.config or None, overrides=args.overrides)
     torch.manual_seed(args.seed)
     model = build_model(config, data).train()
-    codes = model_codes(model, data)
+    spec = model.graph_spec()  # None: the model reads only the padded sequences
+    codes, views = (None, set()) if spec is None else ({m: data.codes[m] for m in spec[0]}, spec[1])
     optim = torch.optim.Adam(model.parameters(), lr=config.lr)
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"model: {config.model} {' '.join(args.overrides) or '(defaults)'}, {n_params:,} parameters; "
+    print(f"model: {config.model} {args.config or '(code defaults)'} {' '.join(args.overrides)}, "
+          f"{n_params:,} parameters; "
           f"batch {config.batch_size}, {args.iters} timed iterations after {WARMUP} warm-up, "
           f"{torch.get_num_threads()} thread(s), load average {os.getloadavg()[0]:.2f}")
 
@@ -103,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         histories = data.inputs(users[idx], positions[idx])
 
         t0 = time.perf_counter()
-        batch = make_batch(histories, codes, data.max_len, targets[idx])
+        batch = make_batch(histories, data.max_len, codes, views, targets[idx])
         t1 = time.perf_counter()
         optim.zero_grad(set_to_none=True)
         t2 = time.perf_counter()
@@ -119,8 +120,8 @@ def main(argv: list[str] | None = None) -> int:
             collate.append(t1 - t0)
             forward.append(t3 - t2)
             step.append(t4 - t2)
-            nodes.append(batch.graph.num_nodes())
-            edges.append(batch.graph.num_edges())
+            nodes.append(0 if batch.graph is None else batch.graph.num_nodes())
+            edges.append(0 if batch.graph is None else batch.graph.num_edges())
 
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     collate_ms, step_ms = percentile_ms(collate, 50), percentile_ms(step, 50)

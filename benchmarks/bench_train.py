@@ -1,11 +1,11 @@
-"""Training benchmark on Amazon Toys (issue 4): seconds per epoch, full evaluation, peak memory, test metrics.
+"""Training benchmark on Amazon Toys: seconds per epoch, full evaluation, peak memory, test metrics.
 
     python benchmarks/bench_train.py [--toys DIR] [--config FILE] [--epochs N] [--set key=value ...]
 
 Preprocesses the Toys data with datasets/amazon-toys.yaml (cached under runs/bench/toys-data), trains with
 datasets/amazon-toys-train.yaml (the Toys default: 24 epochs, patience 10; `--config ''` for the code defaults), and
-prints the figures against the targets of issues 4 and 5: an epoch under 60 s, one full evaluation of all users
-under 15 s, peak memory under 3 GB, a whole run under 30 minutes.
+prints the figures against their targets: an epoch under 60 s, one full evaluation of all users under 15 s, peak
+memory under 3 GB, a whole run under 30 minutes.
 """
 from __future__ import annotations
 

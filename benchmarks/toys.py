@@ -26,8 +26,6 @@ def toys_inputs(toys: Path) -> Inputs:
 
 SETTINGS = ROOT / "datasets" / "amazon-toys.yaml"  # preprocessing of the Toys default
 TRAIN_SETTINGS = ROOT / "datasets" / "amazon-toys-train.yaml"  # its training settings
-# the Toys codes before issue 5's final choice: the code defaults, the ablations, tuning and issue 3's step ran on them
-CODES_256 = ["n_codes=256", "codes_per_item=3"]
 
 
 def prepare_toys(toys: Path, data_dir: Path, overrides: list[str]) -> Path:

@@ -21,10 +21,10 @@ def _parse_value(name: str, text: str, kind: Any) -> Any:
         value = yaml.safe_load(text)
     except yaml.YAMLError:
         value = text
-    return _check_type(name, value, kind)
+    return check_type(name, value, kind)
 
 
-def _check_type(name: str, value: Any, kind: Any) -> Any:
+def check_type(name: str, value: Any, kind: Any) -> Any:
     origin = typing.get_origin(kind)
     if origin in (typing.Union, types.UnionType):
         options = typing.get_args(kind)
@@ -35,7 +35,7 @@ def _check_type(name: str, value: Any, kind: Any) -> Any:
             if option is type(None):
                 continue
             try:
-                return _check_type(name, value, option)
+                return check_type(name, value, option)
             except UserError as err:
                 errors.append(str(err))
         raise UserError(errors[0] if errors else f"{name}: bad value {value!r}")
@@ -50,7 +50,7 @@ def _check_type(name: str, value: Any, kind: Any) -> Any:
             value = [v for v in value.split(",") if v]
         if not isinstance(value, (list, tuple)):
             raise UserError(f"setting '{name}': expected a list, got {value!r}")
-        return [_check_type(name, v, item_kind) for v in value]
+        return [check_type(name, v, item_kind) for v in value]
     if kind is Any:
         return value
     if kind is bool:
@@ -82,11 +82,10 @@ def field_types(cls: type) -> dict[str, Any]:
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
-def build_config(cls: type[C], file: str | Path | None = None, overrides: typing.Iterable[str] = (),
-                 base: dict[str, Any] | None = None) -> C:
-    """Defaults of `cls`, updated by `base`, then the YAML `file`, then `key=value` strings."""
+def build_config(cls: type[C], file: str | Path | None = None, overrides: typing.Iterable[str] = ()) -> C:
+    """Defaults of `cls`, updated by the YAML `file`, then by `key=value` strings."""
     kinds = field_types(cls)
-    values: dict[str, Any] = dict(base or {})
+    values: dict[str, Any] = {}
     if file is not None:
         path = Path(file)
         if not path.is_file():
@@ -102,7 +101,7 @@ def build_config(cls: type[C], file: str | Path | None = None, overrides: typing
         for key, value in loaded.items():
             if key not in kinds:
                 raise UserError(f"{path}: unknown setting '{key}' (known: {', '.join(sorted(kinds))})")
-            values[key] = _check_type(f"{key}' in '{path}", value, kinds[key])
+            values[key] = check_type(f"{key}' in '{path}", value, kinds[key])
     for item in overrides:
         key, sep, text = item.partition("=")
         key = key.strip()

@@ -12,12 +12,11 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from dgl.nn.functional import edge_softmax  # noqa: E402
-from torch import nn  # noqa: E402
 
 from mmsr_dgl.data import PreprocessConfig, load_processed, preprocess  # noqa: E402
 from mmsr_dgl.data.preprocess import Inputs  # noqa: E402
-from mmsr_dgl.graph import make_batch  # noqa: E402
-from mmsr_dgl.nn import MMSR, MMSRConfig, attend  # noqa: E402
+from mmsr_dgl.graph import GROUPS, group_relations, group_view, group_views  # noqa: E402
+from mmsr_dgl.nn import MMSR, MMSRConfig, make_batch  # noqa: E402
 
 FUSIONS = ("async", "homo_first", "hetero_first", "sync", "id_only")
 
@@ -46,8 +45,12 @@ def make_model(data, fusion: str = "async", dim: int = 16, seed: int = 0, **kw) 
                 data.features)
 
 
-def codes_for(model: MMSR, data) -> dict[str, np.ndarray]:
-    return {m: data.codes[m] for m in model.modalities}
+def train_batch(data, model: MMSR, n: int = 32, seed: int = 0, histories=None, all_nodes: bool = False):
+    """A batch as the trainer builds it for `model` (`all_nodes`: with the views that updating every node needs)."""
+    sampled, targets = sample(data, n, seed)
+    modalities, views = model.graph_spec(all_nodes)
+    return make_batch(sampled if histories is None else histories, data.max_len,
+                      {m: data.codes[m] for m in modalities}, views, targets)
 
 
 def sample(data, n: int, seed: int = 0):
@@ -57,184 +60,208 @@ def sample(data, n: int, seed: int = 0):
     return data.inputs(users[idx], positions[idx]), data.targets("train")[idx]
 
 
-def train_batch(data, model: MMSR, n: int = 32, seed: int = 0):
-    histories, targets = sample(data, n, seed)
-    return make_batch(histories, codes_for(model, data), data.max_len, targets)
+def every_view(model: MMSR, batch) -> dict:
+    """Every group's view, whole and into the item nodes."""
+    return group_views(batch.graph, model.schema, {(g, into) for g in GROUPS for into in (None, "item")})
 
 
-def dst_sums(group, weights: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Per node type, the sum of the edge `weights` [E, 1] over every in-edge of each node of the group."""
-    return {t: x.squeeze(-1) for t, x in group.split(dgl.ops.copy_e_sum(group.graph, weights)).items()}
+# ---------------------------------------------------------------------------- per-node reference, by hand
 
 
-def hetero_reference(graph, relations, keys, queries, values) -> dict[str, torch.Tensor]:
-    """The group attention written per relation on DGL's heterograph, as DGL's HGT example does: keys, queries and
-    values map relation -> source [N_src, d], destination [N_dst, d] and source [N_src, d] features."""
-    g = dgl.edge_type_subgraph(graph, [r for r in relations if graph.num_edges(r)])
-    with g.local_scope():
-        logits = {}
-        for rel in g.canonical_etypes:
-            src, dst = g.edges(etype=rel)
-            logits[rel] = (keys[rel][src] * queries[rel][dst]).sum(-1, keepdim=True)
-        weights = edge_softmax(g, logits)
-        funcs = {}
-        for rel in g.canonical_etypes:
-            g.edges[rel].data["m"] = weights[rel] * values[rel][g.edges(etype=rel)[0]]
-            funcs[rel] = (fn.copy_e("m", "m"), fn.sum("m", "out"))
-        g.multi_update_all(funcs, "sum")
-        return {t: g.nodes[t].data["out"] for t in g.ntypes}
+def reference_phase(graph, terms, ntypes) -> dict[str, torch.Tensor]:
+    """One attention phase written out node by node: every node softmaxes the logits key_u . query_v of all its
+    in-edges over the relations of `terms` (relation -> keys [N_src, d], queries [N_dst, d], values [N_src, d]),
+    then sums weight * value_u; a node without in-edges gets zeros."""
+    incoming = {}  # (node type, node) -> [(logit, value)]
+    for rel, (keys, queries, values) in terms.items():
+        src, dst = graph.edges(etype=rel)
+        for u, v in zip(src.tolist(), dst.tolist()):
+            incoming.setdefault((rel[2], v), []).append((keys[u] @ queries[v], values[u]))
+    dim = next(iter(terms.values()))[2].shape[1]
+    out = {t: torch.zeros(graph.num_nodes(t), dim) for t in ntypes}
+    for (t, v), edges in incoming.items():
+        weights = torch.softmax(torch.stack([logit for logit, _ in edges]), dim=0)
+        out[t][v] = sum(w * value for w, (_, value) in zip(weights, edges))
+    return out
 
 
-# ------------------------------------------------------------------------------------------ softmax groups
+def homo_terms(att, relations, s, h) -> dict:
+    """Content-based: key s_u * a_r, query s_v, value h_u."""
+    return {r: (s[r[0]] * att.vectors["|".join(r)], s[r[2]], h[r[0]]) for r in relations}
+
+
+def hetero_terms(att, relations, s, h) -> dict:
+    """Type-specific transforms: key K s_u, query Q s_v / sqrt(d), value V h_u."""
+    return {r: (att.key[r[0]](s[r[0]]), att.query[r[2]](s[r[2]]) * att.scale, att.value[r[0]](h[r[0]]))
+            for r in relations}
+
+
+def reference_layer(layer, graph, h) -> dict[str, torch.Tensor]:
+    """A layer in eval mode, from `reference_phase`: both orders, the gate, the residual and LayerNorm."""
+    schema, ntypes = layer.schema, layer.schema.ntypes
+    homo_rels, hetero_rels = schema.homogeneous, schema.heterogeneous
+
+    def homo_first(i):  # z scores phase two; the values are h, unfused
+        z = reference_phase(graph, homo_terms(layer.homo[i], homo_rels, h, h), ntypes)
+        return reference_phase(graph, hetero_terms(layer.hetero[i], hetero_rels, z, h), ntypes)
+
+    def hetero_first(i):
+        y = reference_phase(graph, hetero_terms(layer.hetero[i], hetero_rels, h, h), ntypes)
+        return reference_phase(graph, homo_terms(layer.homo[i], homo_rels, y, h), ntypes)
+
+    if layer.fusion == "homo_first":
+        out = homo_first(0)
+    elif layer.fusion == "hetero_first":
+        out = hetero_first(0)
+    elif layer.fusion == "sync":  # one softmax over every relation, the self-loops once, as homogeneous
+        out = reference_phase(graph, {**hetero_terms(layer.hetero[0], hetero_rels, h, h),
+                                      **homo_terms(layer.homo[0], homo_rels, h, h)}, ntypes)
+    elif layer.fusion == "homo_only":
+        out = reference_phase(graph, homo_terms(layer.homo[0], homo_rels, h, h), ntypes)
+    else:
+        a, b = homo_first(0), hetero_first(1)
+        out = {}
+        for t in ntypes:
+            gate = torch.softmax(layer.gate[t](torch.cat([a[t], b[t]], dim=-1)), dim=-1)
+            out[t] = gate[:, :1] * a[t] + gate[:, 1:] * b[t]
+    return {t: layer.norm[t](h[t] + out[t]) for t in ntypes}
+
+
+def batches_to_check(data, model):
+    """A sampled batch, and one of one-item histories (no next/prev edges: relations without edges)."""
+    histories, _ = sample(data, 8, seed=3)
+    return {"sampled": train_batch(data, model, histories=histories),
+            "one-item": train_batch(data, model, histories=[h[-1:] for h in histories])}
+
+
+@pytest.mark.parametrize("fusion", ["async", "homo_first", "hetero_first", "sync"])
+def test_layer_equals_the_per_node_reference(data, fusion):
+    """Every node type after one layer (all views), and the item nodes when the layer updates only them."""
+    model = make_model(data, fusion).eval()
+    layer = model.layers[0]
+    for name, batch in batches_to_check(data, model).items():
+        views = every_view(model, batch)
+        with torch.no_grad():
+            h = model.node_inputs(batch, model.item_table())
+            expected = reference_layer(layer, batch.graph, h)
+            got = layer(views, h)
+            items_only = layer(views, h, "item")
+        assert set(got) == set(h) and set(items_only) == {"item"}
+        for t in h:
+            torch.testing.assert_close(got[t], expected[t], atol=1e-5, rtol=1e-5, msg=f"{name} {t}")
+        torch.testing.assert_close(items_only["item"], expected["item"], atol=1e-5, rtol=1e-5, msg=name)
+        assert max_diff(got, h) > 1e-2  # not the identity
+
+
+def test_item_graph_path_equals_the_per_node_reference(data):
+    """Without modalities (data that has none, or fusion id_only) the layers attend over the item graph only."""
+    torch.manual_seed(0)
+    bare = MMSR(MMSRConfig(dim=16), data.n_items, data.max_len, {}, {}, {}).eval()
+    for model in (bare, make_model(data, "id_only").eval()):
+        assert model.graph_spec() == ([], {("homogeneous", "item")})
+        assert [layer.fusion for layer in model.layers] == ["homo_only"]
+        batch = train_batch(data, model)
+        assert batch.graph.ntypes == ["item"]
+        with torch.no_grad():
+            h = model.node_inputs(batch, model.item_table())
+            got = model.layers[0](batch.views, h, "item")
+        torch.testing.assert_close(got["item"], reference_layer(model.layers[0], batch.graph, h)["item"],
+                                   atol=1e-5, rtol=1e-5)
+
+
+def in_edge_sums(view, weights: dict) -> dict[str, torch.Tensor]:
+    """Per node type, each node's sum of `weights` (relation -> [E_r, 1]) over its in-edges in the view."""
+    with view.local_scope():
+        for rel, w in weights.items():
+            view.edges[rel].data["w"] = w
+        view.multi_update_all({rel: (fn.copy_e("w", "m"), fn.sum("m", "s")) for rel in weights}, "sum")
+        return {t: view.nodes[t].data["s"].squeeze(-1) for t in {rel[2] for rel in weights}}
 
 
 @pytest.fixture(scope="module")
 def setup_async(data):
     model = make_model(data, "async").eval()
-    batch = train_batch(data, model, 32)
+    batch = train_batch(data, model, 32, all_nodes=True)
     with torch.no_grad():
         h = model.node_inputs(batch, model.item_table())
     return model, batch, h
 
 
-def test_homogeneous_softmax_sums_to_one_per_node(setup_async):
+@pytest.mark.parametrize("group", ["homogeneous", "heterogeneous"])
+def test_softmax_sums_to_one_over_each_nodes_group(setup_async, group):
     model, batch, h = setup_async
-    att = model.layers[0].homo[0]
+    layer = model.layers[0]
+    view = batch.views[(group, None)]
+    att = layer.homo[0] if group == "homogeneous" else layer.hetero[0]
     with torch.no_grad():
-        w = edge_softmax(batch.homo.graph, att.logits(batch.homo, h))
-    sums = dst_sums(batch.homo, w)
+        weights = edge_softmax(view, att.logits(view, h))
+    sums = in_edge_sums(view, weights)
     assert set(sums) == {"item", "image", "text"}
     for t, s in sums.items():
         assert s.shape == (batch.graph.num_nodes(t),)
         torch.testing.assert_close(s, torch.ones_like(s), atol=1e-5, rtol=0)
     # the normalisation spans several relations: self-loop weights alone are clearly below one somewhere
-    self_w = w[batch.homo.span([("item", "self", "item")])[0]].squeeze(-1)
-    assert (self_w < 0.9).any()
-
-
-def test_heterogeneous_softmax_sums_to_one_per_node(setup_async):
-    model, batch, h = setup_async
-    att = model.layers[0].hetero[0]
-    with torch.no_grad():
-        w = edge_softmax(batch.hetero.graph, att.logits(batch.hetero, h))
-    for t, s in dst_sums(batch.hetero, w).items():
-        assert s.shape == (batch.graph.num_nodes(t),)
-        torch.testing.assert_close(s, torch.ones_like(s), atol=1e-5, rtol=0)
-
-
-def test_attend_averages_within_one_group(setup_async):
-    """attend() gives a convex combination per node: all-ones values come back as ones in both groups."""
-    model, batch, h = setup_async
-    layer = model.layers[0]
-    with torch.no_grad():
-        for group, att in ((batch.homo, layer.homo[0]), (batch.hetero, layer.hetero[1])):
-            ones = torch.ones(group.graph.num_nodes("slot"), 3)
-            out = attend(group, att.logits(group, h), ones, nn.Identity())
-            assert set(out) == set(h)
-            for t, x in out.items():
-                assert x.shape == (batch.graph.num_nodes(t), 3)
-                torch.testing.assert_close(x, torch.ones_like(x), atol=1e-5, rtol=0)
-
-
-def test_group_attention_equals_the_per_relation_heterograph_attention(setup_async):
-    """The flat relation-group graph computes exactly what per-relation heterograph code computes."""
-    model, batch, h = setup_async
-    layer = model.layers[0]
-    homo, hetero = layer.homo[0], layer.hetero[0]
-    with torch.no_grad():
-        relations = model.schema.homogeneous
-        expected = hetero_reference(batch.graph, relations,
-                                    {r: h[r[0]] * homo.vectors["|".join(r)] for r in relations},
-                                    {r: h[r[2]] for r in relations}, {r: h[r[0]] for r in relations})
-        got = attend(batch.homo, homo.logits(batch.homo, h), homo.values(batch.homo, h), nn.Identity())
-        for t in h:
-            torch.testing.assert_close(got[t], expected[t], atol=1e-5, rtol=1e-5)
-        relations = model.schema.heterogeneous
-        expected = hetero_reference(batch.graph, relations,
-                                    {r: hetero.key[r[0]](h[r[0]]) for r in relations},
-                                    {r: hetero.query[r[2]](h[r[2]]) * hetero.scale for r in relations},
-                                    {r: hetero.value[r[0]](h[r[0]]) for r in relations})
-        got = attend(batch.hetero, hetero.logits(batch.hetero, h), hetero.values(batch.hetero, h), nn.Identity())
-        for t in h:
-            torch.testing.assert_close(got[t], expected[t], atol=1e-5, rtol=1e-5)
-        assert max((got[t] - h[t]).abs().max() for t in h) > 1e-2  # not the identity
-
-
-def test_sync_equals_one_per_relation_heterograph_attention_over_all_relations(data):
-    """sync: one softmax over the homogeneous and the heterogeneous edges (self-loops once, as homogeneous), each
-    scored and carrying values as in its own group; also with the modalities given in another order."""
-    model = make_model(data, "sync").eval()
-    layer, schema = model.layers[0], model.schema
-    histories, _ = sample(data, 16, seed=5)
-    batch = make_batch(histories, codes_for(model, data), data.max_len)
-    reversed_codes = dict(reversed(list(codes_for(model, data).items())))
-    with torch.no_grad():
-        h = model.node_inputs(batch, model.item_table())
-        homo, hetero = layer.homo[0], layer.hetero[0]
-        keys, queries, values = {}, {}, {}
-        for r in schema.etypes:
-            if r in schema.homogeneous:
-                keys[r], queries[r], values[r] = h[r[0]] * homo.vectors["|".join(r)], h[r[2]], h[r[0]]
-            else:
-                keys[r], queries[r] = hetero.key[r[0]](h[r[0]]), hetero.query[r[2]](h[r[2]]) * hetero.scale
-                values[r] = hetero.value[r[0]](h[r[0]])
-        expected = hetero_reference(batch.graph, schema.etypes, keys, queries, values)
-        got = layer._sync(batch, h)
-        other = layer._sync(make_batch(histories, reversed_codes, data.max_len), h)
-    for t in h:
-        torch.testing.assert_close(got[t], expected[t], atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(other[t], got[t], atol=1e-5, rtol=1e-5)
+    assert (weights[("item", "self", "item")] < 0.9).any()
 
 
 def test_one_softmax_over_both_groups_mixes_them(setup_async):
-    """Over batch.joint (sync's graph) one softmax spans both groups, so neither group's weights sum to one."""
+    """sync's joint view: one softmax spans both groups, so the homogeneous weights of a node that also has
+    heterogeneous in-edges sum to less than one."""
     model, batch, h = setup_async
-    layer, joint = model.layers[0], batch.joint
-    edges, _ = batch.hetero.span(joint.relations[len(batch.homo.relations):])
+    layer, schema = model.layers[0], model.schema
+    joint = group_view(batch.graph, schema, "joint")
+    homo = [r for r in joint.canonical_etypes if r in schema.homogeneous]
+    hetero = [r for r in joint.canonical_etypes if r not in homo]
     with torch.no_grad():
-        logits = torch.cat([layer.homo[0].logits(batch.homo, h), layer.hetero[0].logits(batch.hetero, h)[edges]])
-        w = edge_softmax(joint.graph, logits)
-    homo_edges = joint.span(model.schema.homogeneous)[0]
-    total = dst_sums(joint, w)
-    homo = dst_sums(joint, torch.zeros_like(w).index_copy(0, torch.arange(homo_edges.start, homo_edges.stop),
-                                                          w[homo_edges]))
-    in_degree = {t: x.squeeze(-1) for t, x in joint.split(joint.graph.in_degrees().unsqueeze(-1)).items()}
+        weights = edge_softmax(joint, {**layer.homo[0].logits(joint, h, homo),
+                                       **layer.hetero[0].logits(joint, h, hetero)})
+    total = in_edge_sums(joint, weights)
+    homo_only = in_edge_sums(joint, {r: w if r in homo else torch.zeros_like(w) for r, w in weights.items()})
+    hetero_in = in_edge_sums(joint, {r: torch.zeros_like(w) if r in homo else torch.ones_like(w)
+                                     for r, w in weights.items()})
     for t in ("item", "image", "text"):
         torch.testing.assert_close(total[t], torch.ones_like(total[t]), atol=1e-5, rtol=0)
-        has_hetero = in_degree[t] > dst_sums(batch.homo, torch.ones(batch.homo.graph.num_edges(), 1))[t]
-        assert has_hetero.any()
-        # nodes reached by the heterogeneous group get homogeneous weights summing to less than one
-        assert (homo[t][has_hetero] < 1 - 1e-3).all()
+        reached = hetero_in[t] > 0
+        assert reached.any()
+        assert (homo_only[t][reached] < 1 - 1e-3).all()
 
 
 @pytest.mark.parametrize("fusion", ["async", "homo_first", "hetero_first", "sync"])
-def test_layer_phases_run_on_the_relation_groups(data, fusion, monkeypatch):
-    """Each phase of a layer normalises over exactly one relation group (sync: over the whole graph), in order."""
-    import mmsr_dgl.nn.layer as layer_module
+def test_each_phase_is_one_multi_update_all_on_its_group_view(data, fusion, monkeypatch):
+    """Two layers: the first updates every node, the last only the item nodes that the readout reads. Each phase is
+    one `multi_update_all` on its group's view, in the order of the fusion."""
+    calls, real = [], dgl.DGLGraph.multi_update_all
 
-    calls, real = [], layer_module.attend
+    def spy(graph, funcs, *args, **kwargs):
+        calls.append(frozenset(funcs))
+        return real(graph, funcs, *args, **kwargs)
 
-    def spy(group, logits, *args, **kwargs):
-        calls.append(frozenset(group.relations))
-        return real(group, logits, *args, **kwargs)
-
-    monkeypatch.setattr(layer_module, "attend", spy)
-    model = make_model(data, fusion).eval()
-    batch = train_batch(data, model, 8, seed=4)
+    monkeypatch.setattr(dgl.DGLGraph, "multi_update_all", spy)
+    model = make_model(data, fusion, n_layers=2).eval()
+    batch = train_batch(data, model, 16, seed=4)
     with torch.no_grad():
         model(batch)
-    homo, hetero = frozenset(model.schema.homogeneous), frozenset(model.schema.heterogeneous)
-    expected = {"homo_first": [homo, hetero], "hetero_first": [hetero, homo], "async": [homo, hetero, hetero, homo],
-                "sync": [frozenset(model.schema.etypes)]}[fusion]
+    schema = model.schema
+
+    def group(name, into=None):
+        return frozenset(group_relations(schema, name, into))
+
+    homo, hetero = group("homogeneous"), group("heterogeneous")
+    expected = {
+        "homo_first": [homo, hetero, homo, group("heterogeneous", "item")],
+        "hetero_first": [hetero, homo, group("heterogeneous", "item"), group("homogeneous", "item")],
+        "async": [homo, hetero, hetero, homo,
+                  homo, group("heterogeneous", "item"), group("heterogeneous", "item"), group("homogeneous", "item")],
+        "sync": [group("joint"), group("joint", "item")]}[fusion]
     assert calls == expected
 
 
 # ----------------------------------------------------------------------------------- non-invasive fusion
 
 
-def layer_out(layer, batch, h):
+def layer_out(layer, views, h):
     with torch.no_grad():
-        return layer(batch, h)
+        return layer(views, h)
 
 
 def max_diff(a: dict, b: dict) -> float:
@@ -262,189 +289,143 @@ def noisy(h: dict, seed: int = 2) -> dict:
 
 def fusion_setup(data, fusion: str):
     model = make_model(data, fusion).eval()
-    batch = train_batch(data, model, 16, seed=3)
+    batch = train_batch(data, model, 16, seed=3, all_nodes=True)
     with torch.no_grad():
         h = model.node_inputs(batch, model.item_table())
-    return model.layers[0], batch, h
+    return model.layers[0], batch.views, h
 
 
 def test_homo_first_values_ignore_phase_one(data):
-    layer, batch, h = fusion_setup(data, "homo_first")
+    layer, views, h = fusion_setup(data, "homo_first")
     zero(m.weight for m in layer.hetero[0].query.values())  # phase-two logits constant: uniform attention
-    before = layer_out(layer, batch, h)
+    before = layer_out(layer, views, h)
     perturb(layer.homo[0].vectors.values())  # changes the phase-one output z
-    assert max_diff(before, layer_out(layer, batch, h)) < 1e-6
+    assert max_diff(before, layer_out(layer, views, h)) < 1e-6
     # the layer is not simply constant: its input does move the output
-    assert max_diff(before, layer_out(layer, batch, noisy(h))) > 1e-2
+    assert max_diff(before, layer_out(layer, views, noisy(h))) > 1e-2
 
 
 def test_homo_first_scores_depend_on_phase_one(data):
-    layer, batch, h = fusion_setup(data, "homo_first")
-    before = layer_out(layer, batch, h)
+    layer, views, h = fusion_setup(data, "homo_first")
+    before = layer_out(layer, views, h)
     perturb(layer.homo[0].vectors.values())
-    assert max_diff(before, layer_out(layer, batch, h)) > 1e-3
+    assert max_diff(before, layer_out(layer, views, h)) > 1e-3
 
 
 def test_hetero_first_values_ignore_phase_one(data):
-    layer, batch, h = fusion_setup(data, "hetero_first")
+    layer, views, h = fusion_setup(data, "hetero_first")
     zero(layer.homo[0].vectors.values())  # phase-two logits constant
-    before = layer_out(layer, batch, h)
+    before = layer_out(layer, views, h)
     att = layer.hetero[0]
     perturb([*(m.weight for m in att.query.values()), *(m.weight for m in att.key.values()),
              *(m.weight for m in att.value.values())])  # changes the phase-one output y
-    assert max_diff(before, layer_out(layer, batch, h)) < 1e-6
-    assert max_diff(before, layer_out(layer, batch, noisy(h))) > 1e-2
+    assert max_diff(before, layer_out(layer, views, h)) < 1e-6
+    assert max_diff(before, layer_out(layer, views, noisy(h))) > 1e-2
 
 
 def test_hetero_first_scores_depend_on_phase_one(data):
-    layer, batch, h = fusion_setup(data, "hetero_first")
-    before = layer_out(layer, batch, h)
+    layer, views, h = fusion_setup(data, "hetero_first")
+    before = layer_out(layer, views, h)
     att = layer.hetero[0]
     perturb([*(m.weight for m in att.query.values()), *(m.weight for m in att.key.values())])
-    assert max_diff(before, layer_out(layer, batch, h)) > 1e-3
+    assert max_diff(before, layer_out(layer, views, h)) > 1e-3
 
 
-def test_async_both_orders_are_non_invasive(data):
-    layer, batch, h = fusion_setup(data, "async")
+def test_async_both_orders_are_non_invasive_and_reach_the_output(data):
+    layer, views, h = fusion_setup(data, "async")
     zero(m.weight for m in layer.hetero[0].query.values())  # order A, phase two uniform
     zero(layer.homo[1].vectors.values())  # order B, phase two uniform
-    before = layer_out(layer, batch, h)
+    before = layer_out(layer, views, h)
     perturb(layer.homo[0].vectors.values())  # order A, phase one
     perturb([m.weight for m in layer.hetero[1].query.values()], seed=4)  # order B, phase one
-    assert max_diff(before, layer_out(layer, batch, h)) < 1e-6
-    perturb([m.weight for m in layer.hetero[0].value.values()], seed=5)  # order A's values do matter
-    assert max_diff(before, layer_out(layer, batch, h)) > 1e-3
+    assert max_diff(before, layer_out(layer, views, h)) < 1e-6
+    perturb([m.weight for m in layer.hetero[0].value.values()], seed=5)  # order A's values reach the output
+    after_a = layer_out(layer, views, h)
+    assert max_diff(before, after_a) > 1e-3
+    perturb(layer.homo[1].vectors.values(), seed=6)  # and so do order B's phase-two scores
+    assert max_diff(after_a, layer_out(layer, views, h)) > 1e-3
 
 
 # ------------------------------------------------------------------------------------------- gradients
 
 
-def structurally_dead(fusion: str, n_layers: int) -> set[str]:
-    """Parameters that cannot influence the loss, which reads only the item nodes of the last layer.
-
-    In the last layer, whatever only shapes code-node outputs is unused: the code types' LayerNorms (and gates),
-    queries of code destinations in a final phase, and under sync/hetero_first the homogeneous vectors of code
-    relations (under sync also the item key/value, which only serve item -> code edges). id_only runs a
-    homogeneous-only layer on item nodes, so every parameter it has is used.
-    """
-    codes = ("image", "text")
-    code_rels = [f"{c}|{r}|{c}" for c in codes for r in ("next", "prev", "self")]
-    last = f"layers.{n_layers - 1}"
-    if fusion == "id_only":
-        return set()
-    dead = {f"{last}.norm.{c}.{w}" for c in codes for w in ("weight", "bias")}
-    if fusion == "async":
-        dead |= {f"{last}.gate.{c}.{w}" for c in codes for w in ("weight", "bias")}
-        dead |= {f"{last}.hetero.{i}.query.{c}.weight" for i in (0, 1) for c in codes}
-        dead |= {f"{last}.homo.1.vectors.{r}" for r in code_rels}  # order B ends with the homogeneous phase
-    elif fusion == "homo_first":
-        dead |= {f"{last}.hetero.0.query.{c}.weight" for c in codes}
-    else:  # hetero_first, sync
-        dead |= {f"{last}.hetero.0.query.{c}.weight" for c in codes}
-        dead |= {f"{last}.homo.0.vectors.{r}" for r in code_rels}
-        if fusion == "sync":
-            dead |= {f"{last}.hetero.0.key.item.weight", f"{last}.hetero.0.value.item.weight"}
-    return dead
-
-
 @pytest.mark.parametrize("fusion", FUSIONS)
-def test_gradients_reach_every_parameter(data, fusion):
-    """Two layers, so that the first layer's code-node updates reach the item readout through the second."""
+def test_gradients_reach_every_parameter_the_readout_depends_on(data, fusion):
+    """Two layers: every parameter outside the last layer gets a gradient (the first layer's code-node updates
+    reach the item readout through the second). The last layer updates only the item nodes, so the code types'
+    LayerNorms and gates there are never computed."""
     model = make_model(data, fusion, n_layers=2).train()
     batch = train_batch(data, model, 48, seed=1)
     loss = model.calculate_loss(batch)
     assert torch.isfinite(loss)
     loss.backward()
-    names = {n for n, p in model.named_parameters() if p.requires_grad}
-    without = {n for n, p in model.named_parameters()
-               if p.requires_grad and (p.grad is None or not (p.grad != 0).any())}
-    dead = structurally_dead(fusion, 2)
-    assert dead <= names  # the expected names exist, so the comparison below is not vacuous
-    assert without == dead
-    assert (not model.code_emb) if fusion == "id_only" else set(model.code_emb) == {"image", "text"}
+    grads = {n: p.grad for n, p in model.named_parameters()}
+    without = {n for n, g in grads.items() if g is None or not (g != 0).any()}
+    assert not {n for n in without if not n.startswith("layers.1.")}
+    assert "layers.1.norm.item.weight" not in without
+    if fusion == "id_only":
+        assert not without and not model.code_emb
+        return
+    assert set(model.code_emb) == {"image", "text"}
+    code_updates = {f"layers.1.{m}.{c}.{w}" for m in ("norm", "gate") for c in ("image", "text")
+                    for w in ("weight", "bias")}
+    assert {n for n in code_updates if n in grads} <= without
+    assert all(grads[n] is None for n in code_updates if n in grads)  # not computed at all
 
 
 # ------------------------------------------------------------------------------- batching and readout
 
 
-@pytest.mark.parametrize("readout", ["last", "last+pool", "last+pool_residual", "mixture", "mixture_gated",
-                                     "mixture_anchored"])
+@pytest.mark.parametrize("readout", ["last", "last+pool", "mixture"])
 def test_batched_forward_equals_single_forwards(data, readout):
     model = make_model(data, "async", readout=readout).eval()
     histories, _ = sample(data, 8, seed=7)
     histories[0] = histories[0][-1:]  # a one-item history
-    codes = codes_for(model, data)
     with torch.no_grad():
-        together = model.full_sort_predict(make_batch(histories, codes, data.max_len))
-        alone = torch.cat([model.full_sort_predict(make_batch([h], codes, data.max_len)) for h in histories])
+        together = model.full_sort_predict(train_batch(data, model, histories=histories))
+        alone = torch.cat([model.full_sort_predict(train_batch(data, model, histories=[h])) for h in histories])
     assert together.shape == (8, data.n_items)
     torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-5)
     # and the rows really differ between histories (no degenerate readout)
     assert (together[0, 1:] - together[1, 1:]).abs().max() > 1e-3
 
 
-def test_residual_readout_is_last_plus_pool(data):
-    """last+pool_residual = the `last` readout + the `last+pool` readout, with the same weights."""
-    models = {r: make_model(data, "async", readout=r).eval() for r in ("last", "last+pool", "last+pool_residual")}
-    weights = models["last+pool_residual"].state_dict()
+@pytest.mark.parametrize("temperature", [0.0, 0.1])
+def test_mixture_readout_mixes_the_two_softmaxes(data, temperature):
+    """readout=mixture scores = log(softmax(`last` scores) / 2 + softmax(`last+pool` scores) / 2) with the same
+    weights; the loss is the mixture's cross-entropy."""
+    models = {r: make_model(data, "async", readout=r, temperature=temperature).eval()
+              for r in ("last", "last+pool", "mixture")}
+    weights = models["mixture"].state_dict()
     models["last+pool"].load_state_dict(weights)
     models["last"].load_state_dict({k: v for k, v in weights.items() if not k.startswith("pool.")})
-    histories, _ = sample(data, 8, seed=3)
-    batch = make_batch(histories, codes_for(models["last"], data), data.max_len)
-    with torch.no_grad():
-        out = {r: m(batch) for r, m in models.items()}
-    torch.testing.assert_close(out["last+pool_residual"], out["last"] + out["last+pool"])
-    assert (out["last+pool"] - out["last"]).abs().max() > 1e-3  # the pool does change the readout
-
-
-@pytest.mark.parametrize("readout,temperature,pool_weight", [
-    ("mixture", 0.0, 0.5), ("mixture", 0.1, 0.5), ("mixture", 0.1, 0.8), ("mixture_gated", 0.1, 0.5),
-    ("mixture_anchored", 0.1, 0.5), ("ensemble", 0.1, 0.5)])
-def test_mixture_readout_mixes_the_two_softmaxes(data, readout, temperature, pool_weight):
-    """readout=mixture scores = log(w softmax(`last` scores) + (1 - w) softmax(`last+pool` scores)) with the same
-    weights; w = 1 - pool_weight, or per history under mixture_gated. The loss is the mixture's cross-entropy; under
-    mixture_anchored its mean with the `last+pool` readout's own cross-entropy; under ensemble the mean of the two
-    readouts' own cross-entropies."""
-    models = {r: make_model(data, "async", readout=r, temperature=temperature, pool_weight=pool_weight).eval()
-              for r in ("last", "last+pool", readout)}
-    weights = models[readout].state_dict()
-    models["last+pool"].load_state_dict({k: v for k, v in weights.items() if not k.startswith("mixer.")})
-    models["last"].load_state_dict({k: v for k, v in weights.items() if not k.startswith(("pool.", "mixer."))})
     histories, targets = sample(data, 8, seed=5)
-    batch = make_batch(histories, codes_for(models["last"], data), data.max_len, targets)
+    batch = train_batch(data, models["last"], histories=histories)
+    batch.targets = torch.as_tensor(targets)
     with torch.no_grad():
         scores = {r: m.full_sort_predict(batch) for r, m in models.items()}
-        mix = models[readout](batch)[1].exp()  # [8, 2]
-    loss = models[readout].calculate_loss(batch)
+    loss = models["mixture"].calculate_loss(batch)
     loss.backward()
-    probs = mix[:, :1] * scores["last"].softmax(-1) + mix[:, 1:] * scores["last+pool"].softmax(-1)
-    torch.testing.assert_close(scores[readout].exp(), probs)
-    torch.testing.assert_close(mix.sum(1), torch.ones(8))
-    if readout == "mixture_gated":
-        assert (mix[:, 0] - mix[0, 0]).abs().max() > 1e-4  # the weights depend on the history
-    else:
-        torch.testing.assert_close(mix, torch.tensor([[1 - pool_weight, pool_weight]]).expand(8, 2))
-    assert torch.isneginf(scores[readout][:, 0]).all()  # padding never ranks
-    rows = torch.arange(8)
-    own = [F.cross_entropy(scores[r], batch.targets) for r in ("last", "last+pool")]
-    mixture = -probs[rows, batch.targets].log().mean()
-    expected = {"ensemble": (own[0] + own[1]) / 2, "mixture_anchored": (mixture + own[1]) / 2}.get(readout, mixture)
-    torch.testing.assert_close(loss.detach(), expected)
-    assert all(torch.isfinite(p.grad).all() for p in models[readout].parameters() if p.grad is not None)
+    probs = (scores["last"].softmax(-1) + scores["last+pool"].softmax(-1)) / 2
+    torch.testing.assert_close(scores["mixture"].exp(), probs)
+    assert torch.isneginf(scores["mixture"][:, 0]).all()  # padding never ranks
+    torch.testing.assert_close(loss.detach(), -probs[torch.arange(8), batch.targets].log().mean())
+    assert all(torch.isfinite(p.grad).all() for p in models["mixture"].parameters() if p.grad is not None)
     assert (probs - scores["last"].softmax(-1)).abs().max() > 1e-4  # the two heads do differ
 
 
 @pytest.mark.parametrize("fusion", ["async", "sync"])
 def test_missing_modality_is_finite(data, fusion):
     model = make_model(data, fusion).eval()
-    codes = codes_for(model, data)
+    codes = data.codes
     no_image = np.flatnonzero((codes["image"] < 0).all(1))[1:]  # skip the padding row 0
     assert len(no_image) > 0
     histories = [no_image[:1], np.concatenate([no_image, [1, 2]]), np.array([1, 2, 3])]
+    modalities, views = model.graph_spec()
     no_image_at_all = {**codes, "image": np.full_like(codes["image"], -1)}
     with torch.no_grad():
         for table in (codes, no_image_at_all):
-            batch = make_batch(histories, table, data.max_len)
+            batch = make_batch(histories, data.max_len, {m: table[m] for m in modalities}, views)
             assert batch.graph.num_nodes("image") > 0 or table is no_image_at_all
             out = model(batch)
             assert out.shape == (3, 16) and torch.isfinite(out).all()
@@ -456,13 +437,13 @@ def test_missing_modality_is_finite(data, fusion):
 def test_relations_without_edges(data, fusion):
     """Batches in which whole relations are empty (one-item histories: no next/prev; no image codes at all)."""
     model = make_model(data, fusion).train()
-    codes = codes_for(model, data)
+    modalities, views = model.graph_spec()
     histories, targets = sample(data, 6, seed=9)
     singles = [h[-1:] for h in histories]
-    tables = [codes] + ([{**codes, "image": np.full_like(codes["image"], -1)}] if codes else [])
+    tables = [data.codes] + ([{**data.codes, "image": np.full_like(data.codes["image"], -1)}] if modalities else [])
     for table in tables:
         for hist in (singles, histories):
-            batch = make_batch(hist, table, data.max_len, targets)
+            batch = make_batch(hist, data.max_len, {m: table[m] for m in modalities}, views, targets)
             loss = model.calculate_loss(batch)
             loss.backward()
             assert torch.isfinite(loss)
@@ -474,26 +455,33 @@ def test_three_modalities_run(data):
     audio = np.random.default_rng(1).integers(0, 5, size=(data.n_items, 2))
     audio[0] = -1
     audio_features = np.random.default_rng(2).normal(size=(data.n_items, 8)).astype(np.float32)
+    codes = {**data.codes, "audio": audio}
     torch.manual_seed(0)
     model = MMSR(MMSRConfig(dim=16, item_repr="id+codes+features"), data.n_items, data.max_len, centroids,
-                 {**data.codes, "audio": audio}, {**data.features, "audio": audio_features})
+                 codes, {**data.features, "audio": audio_features})
     assert model.schema.ntypes == ["item", "audio", "image", "text"]
     histories, targets = sample(data, 16, seed=2)
-    batch = make_batch(histories, {**data.codes, "audio": audio}, data.max_len, targets)
-    model.calculate_loss(batch).backward()
+    modalities, views = model.graph_spec()
+    model.calculate_loss(make_batch(histories, data.max_len, {m: codes[m] for m in modalities}, views,
+                                    targets)).backward()
     assert model.code_emb["audio"].weight.grad.abs().sum() > 0
 
 
-def test_gates_are_distributions(setup_async, data):
-    model, batch, _ = setup_async
-    with torch.no_grad():
-        model(batch)
-    (gates,) = model.gates()
+def test_gates_come_from_an_explicit_method(setup_async, data):
+    """`gates(batch)` gives each node's update-gate weights of the two orders, for every layer and node type;
+    they are what the layer mixed its orders with."""
+    model, batch, h = setup_async
+    (gates,) = model.gates(batch)
     assert set(gates) == {"item", "image", "text"}
+    with torch.no_grad():
+        _, again = model.layers[0].update(batch.views, h)
     for t, g in gates.items():
         assert g.shape == (batch.graph.num_nodes(t), 2)
         torch.testing.assert_close(g.sum(1), torch.ones(len(g)), atol=1e-6, rtol=0)
         assert ((g > 0) & (g < 1)).all()
+        torch.testing.assert_close(g, again[t])
+    sync = make_model(data, "sync").eval()
+    assert sync.gates(train_batch(data, sync, 8, all_nodes=True)) == [{}]
 
 
 def test_full_sort_predict_shape_and_padding(setup_async, data):

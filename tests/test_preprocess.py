@@ -243,6 +243,42 @@ def test_rerun_is_up_to_date_until_a_setting_or_input_changes(tmp_path):
     assert len(data.user_ids) == 11
 
 
+def _set_format_version(out, version):
+    import json
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["format_version"] = version
+    (out / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_a_dataset_of_an_earlier_format_is_refused_then_rebuilt(tmp_path):
+    from mmsr_dgl.data.preprocess import FORMAT_VERSION
+    assert FORMAT_VERSION == 3
+    seq = write_sequences(tmp_path / "seq.txt", random_histories(10, 6, length=5))
+    out = tmp_path / "out"
+    build(out, "--sequences", seq, "--set", "k_core=0")
+    _set_format_version(out, 2)
+    with pytest.raises(UserError) as err:
+        load_processed(out)
+    message = str(err.value)
+    assert str(out) in message and "made by an earlier version" in message and "mmsr-dgl preprocess" in message
+    result = run_cli("train", "--data", out, "--out", tmp_path / "run")
+    assert result.exit_code == 2 and "Traceback" not in result.output and "earlier version" in result.output
+    assert not (tmp_path / "run" / "config.yaml").exists()
+    again = run_cli("preprocess", "--out", out, "--sequences", seq, "--set", "k_core=0")  # the same settings
+    assert again.exit_code == 0 and "up to date" not in again.stderr
+    assert load_processed(out).manifest["format_version"] == FORMAT_VERSION
+
+
+@pytest.mark.parametrize("version, fragment", [(4, "newer mmsr-dgl"), (None, "not an mmsr-dgl dataset manifest")])
+def test_a_dataset_of_a_newer_or_no_format_is_refused(tmp_path, version, fragment):
+    seq = write_sequences(tmp_path / "seq.txt", random_histories(10, 6, length=5))
+    out = tmp_path / "out"
+    build(out, "--sequences", seq, "--set", "k_core=0")
+    _set_format_version(out, version)
+    with pytest.raises(UserError, match=fragment):
+        load_processed(out)
+
+
 def test_failed_run_keeps_earlier_output(tmp_path):
     seq = tmp_path / "seq.txt"
     write_sequences(seq, random_histories(10, 6, length=5))

@@ -1,4 +1,4 @@
-"""Training, evaluation, checkpoints, resume and recommend (issue 4)."""
+"""Training, evaluation, checkpoints, resume and recommend."""
 import json
 import os
 import signal
@@ -13,7 +13,6 @@ import torch
 from click.testing import CliRunner
 
 from cli.main import main
-from mmsr_dgl.data import load_processed
 from mmsr_dgl.data.preprocess import Inputs, PreprocessConfig, preprocess
 from mmsr_dgl.errors import UserError
 from mmsr_dgl.training import TrainConfig, evaluate_scores, train
@@ -150,11 +149,6 @@ def test_early_stopping_uses_validation_only(tiny_data, tmp_path, monkeypatch):
     scores = [r["valid"]["ndcg@10"] for r in history]
     assert results["best_epoch"] == int(np.argmax(scores)) + 1
     assert calls == ["valid"] * len(history) + ["test"]  # the test split is looked at once, at the very end
-    calls.clear()
-    tuned = train(tiny_config(epochs=2), tiny_data, tmp_path / "tune", echo=lambda m: None, progress=False,
-                  test=False)
-    assert calls == ["valid", "valid"] and "test" not in tuned and tuned["epochs_run"] == 2
-    assert not (tmp_path / "tune" / "results.json").exists()
 
 
 def test_resume_after_kill_matches_a_straight_run(tiny_data, tmp_path):
@@ -188,9 +182,10 @@ def test_resume_before_the_first_checkpoint_starts_again(tiny_data, tmp_path):
     assert resumed["test"] == straight["test"]
 
 
-def test_resume_with_more_epochs_recomputes_the_results(tiny_data, tmp_path):
+def test_resume_with_more_epochs_and_other_threads_recomputes_the_results(tiny_data, tmp_path):
     first = run_train(tiny_data, tmp_path / "run", epochs=1)
-    more = train(tiny_config(epochs=3), tiny_data, tmp_path / "run", resume=True, echo=lambda m: None,
+    assert TrainConfig().threads != 1
+    more = train(tiny_config(epochs=3, threads=1), tiny_data, tmp_path / "run", resume=True, echo=lambda m: None,
                  progress=False)
     assert first["epochs_run"] == 1 and more["epochs_run"] == 3
     assert json.loads((tmp_path / "run" / "results.json").read_text())["epochs_run"] == 3
@@ -213,23 +208,6 @@ def test_resume_refuses_changed_settings(tiny_data, tmp_path):
         run_train(tiny_data, tmp_path / "run", epochs=1)
 
 
-def test_cosine_schedule_decays_the_learning_rate_to_zero_over_the_epochs():
-    cosine = TrainConfig(lr=1e-3, epochs=10, lr_schedule="cosine")
-    assert [cosine.lr_at(e) for e in (0, 5, 10, 12)] == pytest.approx([1e-3, 5e-4, 0, 0])
-    assert TrainConfig(lr=1e-3, epochs=10).lr_at(7) == 1e-3
-
-
-def test_cosine_run_sets_the_rate_every_step_and_resumes_only_with_the_same_epochs(tiny_data, tmp_path):
-    config = tiny_config(epochs=2, lr_schedule="cosine")
-    train(config, tiny_data, tmp_path / "run", echo=lambda m: None, progress=False)
-    steps = -(-len(load_processed(tiny_data).splits["train"][0]) // config.batch_size)
-    last_lr = load_checkpoint(tmp_path / "run" / "last.pt")["optimizer"]["param_groups"][0]["lr"]
-    assert last_lr == pytest.approx(config.lr_at(2 - 1 / steps)) and last_lr < config.lr / 10
-    with pytest.raises(UserError, match="differ.*epochs"):  # a longer run would have had another schedule
-        train(tiny_config(epochs=3, lr_schedule="cosine"), tiny_data, tmp_path / "run", resume=True,
-              echo=lambda m: None, progress=False)
-
-
 # ---- checkpoints ---------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -242,8 +220,9 @@ def trained_run(tiny_data, tmp_path_factory) -> Path:
 def test_checkpoints_load_with_weights_only(trained_run):
     for name in ("best.pt", "last.pt"):
         state = torch.load(trained_run / name, weights_only=True)
-        assert "model" in state and state["format"] == 1
-    assert "optimizer" in torch.load(trained_run / "last.pt", weights_only=True)
+        assert "model" in state and state["format"] == 2
+    last = torch.load(trained_run / "last.pt", weights_only=True)
+    assert "optimizer" in last and last["optimizer"]["param_groups"][0]["lr"] == tiny_config().lr  # constant lr
 
 
 def test_corrupted_and_mismatched_checkpoints_give_clear_errors(trained_run, tmp_path):
@@ -351,7 +330,11 @@ def test_scientific_notation_settings_parse():
     (["--set", "dim=abc"], "expected an integer"),
     (["--set", "fusion=magic"], "is not one of"),
     (["--set", "lr=abc"], "expected a finite number"),
-    (["--set", "pool_weight=1"], "setting 'pool_weight': must be in (0, 1)"),
+    (["--set", "pool_weight=0.5"], "unknown setting"),
+    (["--set", "lr_schedule=cosine"], "unknown setting"),
+    (["--set", "code_init=random"], "unknown setting"),
+    (["--set", "readout=ensemble"], "is not one of"),
+    (["--set", "readout=mixture_gated"], "is not one of"),
     (["--device", "cuda"], "--device cuda"),
 ])
 def test_train_cli_rejects_bad_settings(tiny_data, tmp_path, args, message):
@@ -359,45 +342,69 @@ def test_train_cli_rejects_bad_settings(tiny_data, tmp_path, args, message):
     assert result.exit_code != 0 and message in result.output and "Traceback" not in result.output
 
 
-def test_runs_saved_before_a_setting_existed_load_with_the_value_they_used(tiny_data, tmp_path):
+def copy_run(trained_run: Path, to: Path, config_edit=None, checkpoint_edit=None) -> Path:
+    """A copy of `trained_run` (config.yaml and best.pt), with its YAML payload or checkpoint state edited."""
     import yaml
-    added = ("readout", "item_repr", "temperature", "pool_weight")
-    run_train(tiny_data, tmp_path / "run", epochs=1, readout="last", item_repr="id", temperature=0.0)
-    path = tmp_path / "run" / "config.yaml"
-    payload = yaml.safe_load(path.read_text())
-    for key in added:
-        del payload["config"][key]
-    path.write_text(yaml.safe_dump(payload))
-    config, _, model = load_run(tmp_path / "run")
-    assert (config.readout, config.item_repr, config.temperature) == ("last", "id", 0.0)
-    assert model.temperature == 0.0 and not hasattr(model, "pool")
-    # and such a run resumes, with those values, and with no other
-    for name in ("last.pt", "best.pt"):
-        state = torch.load(tmp_path / "run" / name, weights_only=True)
-        state["config"] = {k: v for k, v in state["config"].items() if k not in added}
-        torch.save(state, tmp_path / "run" / name)
-    old = dict(readout="last", item_repr="id", temperature=0.0)
-    resumed = train(tiny_config(epochs=2, **old), tiny_data, tmp_path / "run", resume=True, echo=lambda m: None,
-                    progress=False)
-    assert resumed["epochs_run"] == 2
-    with pytest.raises(UserError, match="differ.*pool_weight"):
-        train(tiny_config(epochs=3, pool_weight=0.8, **old), tiny_data, tmp_path / "run", resume=True,
-              echo=lambda m: None, progress=False)
+    to.mkdir()
+    payload = yaml.safe_load((trained_run / "config.yaml").read_text())
+    if config_edit:
+        config_edit(payload)
+    (to / "config.yaml").write_text(yaml.safe_dump(payload))
+    state = torch.load(trained_run / "best.pt", weights_only=True)
+    if checkpoint_edit:
+        checkpoint_edit(state)
+    torch.save(state, to / "best.pt")
+    return to
 
 
-def test_runs_load_on_same_content_data_of_an_earlier_format_only(tiny_data, tmp_path):
-    import yaml
+def test_the_copy_of_a_run_loads_unedited(trained_run, tmp_path):
+    result = CliRunner().invoke(main, ["evaluate", "--run", str(copy_run(trained_run, tmp_path / "copy"))])
+    assert result.exit_code == 0, result.output
 
-    from mmsr_dgl.data.preprocess import data_fingerprint
+
+@pytest.mark.parametrize("edit, fragments", [
+    (lambda c: c.update(pool_weight=0.5), ["unknown setting 'pool_weight'"]),
+    (lambda c: c.update(lr_schedule="constant", code_init="centroids"), ["unknown setting 'code_init', 'lr_schedule'"]),
+    (lambda c: c.pop("item_repr"), ["missing setting 'item_repr'"]),
+    (lambda c: c.update(readout="ensemble"), ["setting 'readout'", "'ensemble' is not one of"]),
+])
+def test_a_run_of_an_earlier_version_is_refused_clearly(trained_run, tmp_path, edit, fragments):
+    run_dir = copy_run(trained_run, tmp_path / "old", config_edit=lambda payload: edit(payload["config"]))
+    with pytest.raises(UserError) as err:
+        load_run(run_dir)
+    message = str(err.value)
+    assert str(run_dir / "config.yaml") in message and "made by an earlier version of mmsr-dgl, train again" in message
+    for fragment in fragments:
+        assert fragment in message
+    result = CliRunner().invoke(main, ["evaluate", "--run", str(run_dir)])
+    assert result.exit_code == 2 and "Traceback" not in result.output and fragments[0] in result.output
+
+
+def test_a_checkpoint_of_an_earlier_format_is_refused_clearly(trained_run, tmp_path):
+    run_dir = copy_run(trained_run, tmp_path / "old", checkpoint_edit=lambda state: state.update(format=1))
+    with pytest.raises(UserError, match=r"best.pt: checkpoint format 1 \(this version reads 2\); made by an earlier "
+                                        r"version of mmsr-dgl, train again"):
+        load_checkpoint(run_dir / "best.pt")
+    result = CliRunner().invoke(main, ["evaluate", "--run", str(run_dir)])
+    assert result.exit_code == 2 and "train again" in result.output and "Traceback" not in result.output
+    foreign = copy_run(trained_run, tmp_path / "foreign", checkpoint_edit=lambda state: state.pop("format"))
+    with pytest.raises(UserError, match="best.pt: not an mmsr-dgl checkpoint"):
+        load_checkpoint(foreign / "best.pt")
+
+
+def test_resume_refuses_a_checkpoint_of_an_earlier_format(tiny_data, tmp_path):
     run_train(tiny_data, tmp_path / "run", epochs=1)
-    path = tmp_path / "run" / "config.yaml"
-    payload = yaml.safe_load(path.read_text())
+    state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    torch.save({**state, "format": 1}, tmp_path / "run" / "last.pt")
+    with pytest.raises(UserError, match="last.pt: checkpoint format 1.*train again"):
+        train(tiny_config(epochs=2), tiny_data, tmp_path / "run", resume=True, echo=lambda m: None, progress=False)
+
+
+def test_a_run_on_changed_data_is_refused(trained_run, tiny_data, tmp_path):
+    from mmsr_dgl.data.preprocess import data_fingerprint
     manifest = json.loads((Path(tiny_data) / "manifest.json").read_text())
-    # trained on format 1 of the same inputs and settings (format 2 only added the features arrays)
-    payload["data_fingerprint"] = data_fingerprint(manifest["settings"], manifest["inputs"], version=1)
-    path.write_text(yaml.safe_dump(payload))
-    load_run(tmp_path / "run")
-    payload["data_fingerprint"] = data_fingerprint({**manifest["settings"], "n_codes": 7}, manifest["inputs"])
-    path.write_text(yaml.safe_dump(payload))
+    assert data_fingerprint(manifest["settings"], manifest["inputs"]) == manifest["fingerprint"]
+    changed = data_fingerprint({**manifest["settings"], "n_codes": 7}, manifest["inputs"])
+    run_dir = copy_run(trained_run, tmp_path / "run", config_edit=lambda p: p.update(data_fingerprint=changed))
     with pytest.raises(UserError, match="dataset changed since this run was trained"):
-        load_run(tmp_path / "run")
+        load_run(run_dir)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
-from .preprocess import DATA_FILE, FORMAT_VERSION, MANIFEST, SAME_CONTENT_VERSIONS, data_fingerprint
+from .preprocess import DATA_FILE, FORMAT_VERSION, MANIFEST
 
 SPLITS = ("train", "valid", "test")
 
@@ -46,10 +46,8 @@ class ProcessedData:
         return {m: self.codes[m] for m in modalities}, {m: self.features[m] for m in modalities}
 
     def matches(self, fingerprint: str) -> bool:
-        """Whether a run trained on the dataset with `fingerprint` may use this one: the same inputs and settings,
-        in this format or an earlier one with the same content (runs stay valid when a format only adds arrays)."""
-        settings, inputs = self.manifest["settings"], self.manifest["inputs"]
-        return fingerprint in {data_fingerprint(settings, inputs, v) for v in SAME_CONTENT_VERSIONS}
+        """Whether this is the dataset (same format, inputs and settings) that had `fingerprint`."""
+        return fingerprint == self.manifest["fingerprint"]
 
     def history(self, user: int) -> np.ndarray:
         return self.seq_items[self.seq_offsets[user]:self.seq_offsets[user + 1]]
@@ -98,9 +96,15 @@ def load_processed(path: str | Path) -> ProcessedData:
         raise UserError(f"{path}: no {MANIFEST}; run `mmsr-dgl preprocess --out {path}` first") from None
     except ValueError as err:
         raise UserError(f"{path / MANIFEST}: not valid JSON ({err})") from None
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise UserError(f"{path / MANIFEST}: format_version {manifest.get('format_version')!r}, expected "
-                        f"{FORMAT_VERSION}; preprocess again")
+    version = manifest.get("format_version") if isinstance(manifest, dict) else None
+    if not isinstance(version, int):
+        raise UserError(f"{path / MANIFEST}: not an mmsr-dgl dataset manifest")
+    if version < FORMAT_VERSION:
+        raise UserError(f"{path}: dataset format {version} was made by an earlier version of mmsr-dgl (this "
+                        f"version reads format {FORMAT_VERSION}); run `mmsr-dgl preprocess --out {path}` again")
+    if version > FORMAT_VERSION:
+        raise UserError(f"{path}: dataset format {version} was made by a newer mmsr-dgl (this version reads "
+                        f"format {FORMAT_VERSION}); upgrade mmsr-dgl or preprocess again")
     try:
         with np.load(path / DATA_FILE, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}

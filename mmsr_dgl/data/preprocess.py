@@ -17,8 +17,7 @@ from .codes import fit_codes
 from .readers import RawData, read_features, read_interactions, read_items, read_sequences
 from .synthetic import SyntheticSpec, generate
 
-FORMAT_VERSION = 2  # 2 added features_<modality>
-SAME_CONTENT_VERSIONS = (1, 2)  # formats whose common arrays are identical for the same inputs and settings
+FORMAT_VERSION = 3
 DATA_FILE = "data.npz"
 MANIFEST = "manifest.json"
 
@@ -131,7 +130,8 @@ def preprocess(config: PreprocessConfig, inputs: Inputs, out: str | Path,
     described = inputs.describe()
     fingerprint = data_fingerprint(settings, described)
     existing = _read_manifest(out)
-    if existing and existing.get("fingerprint") == fingerprint and (out / DATA_FILE).is_file():
+    if (existing and existing.get("format_version") == FORMAT_VERSION and existing.get("fingerprint") == fingerprint
+            and (out / DATA_FILE).is_file()):
         log(f"{out}: up to date (same inputs and settings); nothing to do")
         return existing
 
@@ -189,9 +189,9 @@ def preprocess(config: PreprocessConfig, inputs: Inputs, out: str | Path,
     return manifest
 
 
-def data_fingerprint(settings: dict, described: dict, version: int = FORMAT_VERSION) -> str:
+def data_fingerprint(settings: dict, described: dict) -> str:
     """Identifies a dataset directory: format version, settings and inputs (with their hashes)."""
-    return hashlib.sha256(json.dumps([version, settings, described], sort_keys=True).encode()).hexdigest()
+    return hashlib.sha256(json.dumps([FORMAT_VERSION, settings, described], sort_keys=True).encode()).hexdigest()
 
 
 def _read_manifest(out: Path) -> dict | None:

@@ -1,39 +1,55 @@
-"""The two attentions of MMSR's dual attention, written as score functions plus one aggregation routine.
+"""The two attentions of MMSR's dual attention, each run on one relation-group view of the batched MSGraph.
 
-Each attention gives, over one relation group (`RelationGroup`), edge logits computed from *score* features and
-the values its source slots send, computed from *value* features. Keeping the two inputs apart is what makes the
-non-invasive fusion possible: phase two scores with the phase-one output but aggregates the unfused values.
+A phase reads *score* features `s` and *value* features `h` (node type -> [N_t, d]): per-relation logits from `s`
+(`apply_edges`), one `edge_softmax` over the view, so that each node's weights span exactly its group's in-edges,
+then one `multi_update_all` that sums weight * value over all the view's relations. Keeping `s` and `h` apart is
+what makes the fusion non-invasive: phase two scores with phase one's output but aggregates the unfused values.
 """
 from __future__ import annotations
 
 import math
 
 import dgl
+import dgl.function as fn
 import torch
 from dgl.nn.functional import edge_softmax
 from torch import nn
 
-from ..graph import CanonicalEType, Feats, RelationGroup
+from ..graph import CanonicalEType
+
+Feats = dict[str, torch.Tensor]  # node type -> [N_t, d]
+EdgeFeats = dict[CanonicalEType, torch.Tensor]  # relation -> [E_r, 1] (logits, weights) or [N_src, d] (values)
+
+
+def _name(rel: CanonicalEType) -> str:
+    return "|".join(rel)
 
 
 class HomogeneousAttention(nn.Module):
-    """Content-based: logit(u -> v) = a_r . (h_u * h_v), one learned vector a_r per relation; values h_u."""
+    """Content-based: logit(u -> v) = a_r . (s_u * s_v), one learned vector a_r per relation; values h_u."""
 
     def __init__(self, relations: list[CanonicalEType], dim: int):
         super().__init__()
-        self.vectors = nn.ParameterDict({"|".join(r): nn.Parameter(torch.randn(dim) / math.sqrt(dim))
+        self.vectors = nn.ParameterDict({_name(r): nn.Parameter(torch.randn(dim) / math.sqrt(dim))
                                          for r in relations})
 
-    def logits(self, group: RelationGroup, h: Feats) -> torch.Tensor:
-        keys = torch.cat([h[rel[0]] * self.vectors["|".join(rel)] for rel in group.relations])  # [S, d]
-        return dgl.ops.u_dot_v(group.graph, keys, group.nodes(h))  # queries [N, d] -> [E, 1]
+    def logits(self, view: dgl.DGLHeteroGraph, s: Feats, rels: list[CanonicalEType] | None = None) -> EdgeFeats:
+        out = {}
+        with view.local_scope():
+            for rel in view.canonical_etypes if rels is None else rels:
+                src, _, dst = rel
+                view.nodes[src].data["k"] = s[src] * self.vectors[_name(rel)]  # [N_src, d]: the relation's own key
+                view.nodes[dst].data["q"] = s[dst]  # [N_dst, d]
+                view.apply_edges(fn.u_dot_v("k", "q", "logit"), etype=rel)
+                out[rel] = view.edges[rel].data["logit"]  # [E_r, 1]
+        return out
 
-    def values(self, group: RelationGroup, h: Feats) -> torch.Tensor:
-        return group.sources(h)  # [S, d]
+    def values(self, view: dgl.DGLHeteroGraph, h: Feats, rels: list[CanonicalEType] | None = None) -> EdgeFeats:
+        return {rel: h[rel[0]] for rel in (view.canonical_etypes if rels is None else rels)}
 
 
 class HeterogeneousAttention(nn.Module):
-    """Type-specific transforms: logit(u -> v) = (Q_tv h_v) . (K_tu h_u) / sqrt(d); values V_tu h_u."""
+    """Type-specific transforms: logit(u -> v) = (Q_tv s_v) . (K_tu s_u) / sqrt(d); values V_tu h_u."""
 
     def __init__(self, ntypes: list[str], dim: int):
         super().__init__()
@@ -42,17 +58,37 @@ class HeterogeneousAttention(nn.Module):
         self.key = nn.ModuleDict({t: nn.Linear(dim, dim, bias=False) for t in ntypes})
         self.value = nn.ModuleDict({t: nn.Linear(dim, dim, bias=False) for t in ntypes})
 
-    def logits(self, group: RelationGroup, h: Feats) -> torch.Tensor:
-        queries = group.nodes({t: self.query[t](x) * self.scale for t, x in h.items()})  # [N, d]
-        keys = group.sources({t: self.key[t](x) for t, x in h.items()})  # [S, d]
-        return dgl.ops.u_dot_v(group.graph, keys, queries)  # [E, 1]
+    def logits(self, view: dgl.DGLHeteroGraph, s: Feats, rels: list[CanonicalEType] | None = None) -> EdgeFeats:
+        rels = view.canonical_etypes if rels is None else rels
+        with view.local_scope():
+            for t in {src for src, _, _ in rels}:
+                view.nodes[t].data["k"] = self.key[t](s[t])  # [N_t, d]
+            for t in {dst for _, _, dst in rels}:
+                view.nodes[t].data["q"] = self.query[t](s[t]) * self.scale  # [N_t, d]
+            for rel in rels:
+                view.apply_edges(fn.u_dot_v("k", "q", "logit"), etype=rel)
+            return {rel: view.edges[rel].data["logit"] for rel in rels}  # [E_r, 1] each
 
-    def values(self, group: RelationGroup, h: Feats) -> torch.Tensor:
-        return group.sources({t: self.value[t](x) for t, x in h.items()})  # [S, d]
+    def values(self, view: dgl.DGLHeteroGraph, h: Feats, rels: list[CanonicalEType] | None = None) -> EdgeFeats:
+        rels = view.canonical_etypes if rels is None else rels
+        value = {t: self.value[t](h[t]) for t in {src for src, _, _ in rels}}  # [N_t, d]
+        return {rel: value[rel[0]] for rel in rels}
 
 
-def attend(group: RelationGroup, logits: torch.Tensor, values: torch.Tensor, dropout: nn.Module) -> Feats:
-    """Softmax the logits [E, 1] over all in-edges of each node in the group, then sum the weighted values
-    [S, d] of the source slots: one message-passing call over the whole group."""
-    weights = dropout(edge_softmax(group.graph, logits))  # [E, 1]
-    return group.split(dgl.ops.u_mul_e_sum(group.graph, values, weights))  # node type -> [N_t, d]
+def attend(view: dgl.DGLHeteroGraph, logits: EdgeFeats, values: EdgeFeats, dropout: nn.Module) -> Feats:
+    """Softmax the logits over all in-edges of each node in the view, then one `multi_update_all`: each destination
+    node receives the weighted sum of its in-neighbours' values, summed over relations. Returns the destination
+    types' outputs [N_t, d]."""
+    if len(view.canonical_etypes) == 1:  # a one-relation graph: DGL's edge_softmax takes the tensor itself
+        (rel,) = view.canonical_etypes
+        weights = {rel: edge_softmax(view, logits[rel])}
+    else:
+        weights = edge_softmax(view, logits)  # relation -> [E_r, 1], summing to 1 over each node's in-edges
+    with view.local_scope():
+        funcs = {}
+        for i, rel in enumerate(view.canonical_etypes):
+            view.nodes[rel[0]].data[f"v{i}"] = values[rel]  # [N_src, d]
+            view.edges[rel].data["a"] = dropout(weights[rel])  # [E_r, 1]
+            funcs[rel] = (fn.u_mul_e(f"v{i}", "a", "m"), fn.sum("m", "out"))
+        view.multi_update_all(funcs, "sum")
+        return {t: view.nodes[t].data["out"] for t in {dst for _, _, dst in view.canonical_etypes}}

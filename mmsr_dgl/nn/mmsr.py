@@ -9,7 +9,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..graph import MSGraphBatch, MSGraphSchema
+from ..graph import MSGraphSchema, ViewKey
+from .batch import Batch
 from .dropout import RandMaskDropout
 from .layer import MMSRLayer
 from .scoring import FullSortRecommender, Query
@@ -22,18 +23,11 @@ class MMSRConfig:
     fusion: str = "async"  # async | homo_first | hetero_first | sync | id_only
     dropout: float = 0.2  # on node embeddings and on each layer's update
     attn_dropout: float = 0.1
-    code_init: str = "centroids"  # centroids | random: how code embeddings start
     readout: str = "last+pool"  # last: the last item's node (the paper) | last+pool: plus an attention pool |
-    # last+pool_residual: the last item's node plus the last+pool readout of it | mixture: the `last` and
-    # `last+pool` readouts as two queries whose softmaxes over the items are averaged (a mixture of softmaxes) |
-    # mixture_gated: the same with per-history weights softmax(W [last; last+pool]) (a learned mixture prior) |
-    # mixture_anchored: mixture, with the `last+pool` query's own cross-entropy added to the loss (so that it
-    # ranks well alone, and the `last` query learns what it misses) | ensemble: the same two queries, each
-    # trained with its own cross-entropy only, their softmaxes averaged
+    # mixture: the `last` and `last+pool` readouts as two queries whose softmaxes over the items are averaged
     item_repr: str = "id+codes"  # id: item embedding = id embedding (the paper) | id+codes: plus its mean code
     # embedding per modality | id+codes+features: plus a linear map of its reduced features per modality
     temperature: float = 0.1  # 0: dot-product scores (the paper); > 0: cosine similarity / temperature
-    pool_weight: float = 0.5  # readouts mixture, mixture_anchored, ensemble: the `last+pool` query's share
 
 
 def _centroid_init(centroids: np.ndarray, dim: int, std: float) -> torch.Tensor:
@@ -55,7 +49,7 @@ class AttentionPool(nn.Module):
         self.weight = nn.Linear(dim, 1, bias=False)
         self.out = nn.Linear(2 * dim, dim, bias=False)
 
-    def forward(self, batch: MSGraphBatch, items: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+    def forward(self, batch: Batch, items: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
         g = batch.graph
         query = dgl.broadcast_nodes(g, self.query(last), ntype="item")  # [N_item, d]
         alpha = self.weight(torch.sigmoid(query + self.key(items)))  # [N_item, 1]
@@ -79,8 +73,6 @@ class MMSR(FullSortRecommender):
         super().__init__()
         self.config = config
         self.temperature = config.temperature
-        self.mixture_loss = config.readout != "ensemble"
-        self.own_loss_queries = {"ensemble": (0, 1), "mixture_anchored": (1,)}.get(config.readout, ())
         if config.fusion == "id_only":
             modalities = {}
         self.modalities = sorted(modalities)
@@ -92,23 +84,19 @@ class MMSR(FullSortRecommender):
         for m in self.modalities:
             centroids = modalities[m]
             emb = nn.Embedding(len(centroids), d)
-            if config.code_init == "centroids":
-                emb.weight.data.copy_(_centroid_init(centroids, d, std))
-            else:
-                nn.init.normal_(emb.weight, std=std)
+            emb.weight.data.copy_(_centroid_init(centroids, d, std))
             self.code_emb[m] = emb
         self.type_emb = nn.Embedding(len(self.schema.ntypes), d)
         nn.init.normal_(self.type_emb.weight, std=std)
         self.pos_emb = nn.Parameter(torch.randn(max_len, d) * std)
-        fusion = "homo_only" if config.fusion == "id_only" else config.fusion
+        # without modality nodes only the homogeneous group has edges other than self-loops: the item-graph path
+        fusion = "homo_only" if not self.modalities else config.fusion
         self.layers = nn.ModuleList([MMSRLayer(self.schema, d, fusion, config.dropout, config.attn_dropout)
                                      for _ in range(config.n_layers)])
         self.input_norm = nn.LayerNorm(d)
         self.dropout = RandMaskDropout(config.dropout)
         if config.readout != "last":
             self.pool = AttentionPool(d)
-        if config.readout == "mixture_gated":
-            self.mixer = nn.Linear(2 * d, 2)
         if "features" in config.item_repr:
             self.feature_proj = nn.ModuleDict({m: nn.Linear(modalities[m].shape[1], d, bias=False)
                                                for m in self.modalities})
@@ -140,7 +128,7 @@ class MMSR(FullSortRecommender):
                 table = table + self.feature_proj[m](getattr(self, f"item_features_{m}"))  # zero rows stay zero
         return table
 
-    def node_inputs(self, batch: MSGraphBatch, items: torch.Tensor) -> dict[str, torch.Tensor]:
+    def node_inputs(self, batch: Batch, items: torch.Tensor) -> dict[str, torch.Tensor]:
         """Per node type [N_t, d]: item (a row of `items`) or code embedding + type embedding + mean embedding of
         its positions."""
         h = {}
@@ -153,22 +141,33 @@ class MMSR(FullSortRecommender):
             h[t] = self.dropout(self.input_norm(x))
         return h
 
-    def encode(self, batch: MSGraphBatch, items: torch.Tensor) -> Query:
+    def graph_spec(self, all_nodes: bool = False) -> tuple[list[str], set[ViewKey]]:
+        views = set().union(*(layer.views() for layer in self.layers[:-1]), self.layers[-1].views("item"))
+        return self.modalities, views | (self.layers[-1].views() if all_nodes else set())
+
+    def encode(self, batch: Batch, items: torch.Tensor) -> Query:
         h = self.node_inputs(batch, items)
-        for layer in self.layers:
-            h = layer(batch, h)
-        last = h["item"][batch.last]  # [B, d]
+        for k, layer in enumerate(self.layers):
+            h = {**h, **layer(batch.views, h, "item" if k == len(self.layers) - 1 else None)}  # the last: items only
+        return self.readout(batch, h["item"])
+
+    def readout(self, batch: Batch, items: torch.Tensor) -> Query:
+        """The query (or the mixture's two queries) from the item nodes' last states [N_item, d]."""
+        last = items[batch.last]  # [B, d]
         if self.config.readout == "last":
             return last
-        pooled = self.pool(batch, h["item"], last)  # [B, d]
-        if self.config.readout in ("mixture", "mixture_gated", "mixture_anchored", "ensemble"):
-            queries = torch.stack([last, pooled], dim=1)  # [B, 2, d]
-            if self.config.readout == "mixture_gated":
-                return queries, self.mixer(queries.flatten(1)).log_softmax(-1)  # log weights [B, 2]
-            w = self.config.pool_weight
-            return queries, last.new_tensor([math.log(1 - w), math.log(w)]).expand(len(last), 2)
-        return last + pooled if self.config.readout == "last+pool_residual" else pooled
+        pooled = self.pool(batch, items, last)  # [B, d]
+        if self.config.readout == "mixture":
+            return torch.stack([last, pooled], dim=1), last.new_full((len(last), 2), math.log(0.5))  # [B, 2, d]
+        return pooled
 
-    def gates(self) -> list[dict[str, torch.Tensor]]:
-        """Per layer, node type -> [N_t, 2] update-gate weights (order A, order B) of the last forward."""
-        return [dict(layer.gates) for layer in self.layers]
+    @torch.no_grad()
+    def gates(self, batch: Batch) -> list[dict[str, torch.Tensor]]:
+        """Per layer, node type -> [N_t, 2]: the update gate's weights of orders A and B for every node (fusion
+        async; empty otherwise). The batch needs the views of `graph_spec(all_nodes=True)`."""
+        h = self.node_inputs(batch, self.item_table())
+        out = []
+        for layer in self.layers:
+            h, gates = layer.update(batch.views, h)
+            out.append(gates)
+        return out

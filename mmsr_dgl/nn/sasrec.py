@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..graph import MSGraphBatch
+from .batch import Batch
 from .dropout import RandMaskDropout
 from .scoring import FullSortRecommender
 
@@ -27,7 +27,7 @@ class SASRecConfig:
 
 
 class SASRec(FullSortRecommender):
-    modalities: list[str] = []  # builds graphs without modality nodes: it does not read them
+    modalities: list[str] = []  # reads no item content, and no graph (`graph_spec` is None)
 
     def __init__(self, config: SASRecConfig, n_items: int, max_len: int):
         super().__init__()
@@ -52,7 +52,7 @@ class SASRec(FullSortRecommender):
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
 
-    def encode(self, batch: MSGraphBatch, items: torch.Tensor) -> torch.Tensor:
+    def encode(self, batch: Batch, items: torch.Tensor) -> torch.Tensor:
         seq = batch.seq  # [B, L], left-padded
         B, L = seq.shape
         x = items[seq] + self.pos_emb.weight[None]  # [B, L, d]

@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..graph import MSGraphBatch
+from ..graph import ViewKey
+from .batch import Batch
 
 Query = torch.Tensor | tuple[torch.Tensor, torch.Tensor]  # [B, d], or H queries [B, H, d] and log weights [B, H]
 
@@ -18,32 +19,34 @@ class FullSortRecommender(nn.Module):
 
     Scores are dot products with every item embedding (with `temperature` > 0: cosine similarities divided by
     it); padding always scores -inf; the loss is cross-entropy over all items. With H queries the scores are the
-    log of the weighted sum of their H softmaxes (a mixture of softmaxes), so they are log-probabilities. The loss
-    is then the mean of the mixture's cross-entropy (unless `mixture_loss` is off) and of the own cross-entropy of
-    each query in `own_loss_queries` (so that that query is a whole recommender by itself).
+    log of the weighted sum of their H softmaxes (a mixture of softmaxes), so they are log-probabilities, and the
+    loss is the mixture's cross-entropy.
     """
 
     item_emb: nn.Embedding
     modalities: list[str]
     temperature: float = 0.0
-    mixture_loss: bool = True
-    own_loss_queries: tuple[int, ...] = ()
 
     def set_item_content(self, codes: dict[str, np.ndarray], features: dict[str, np.ndarray]) -> None:
         """Tell the model the codes (modality -> [n_items, k]) and reduced features (modality -> [n_items, f]) of
         every item; only models that read them care."""
 
+    def graph_spec(self, all_nodes: bool = False) -> tuple[list[str], set[ViewKey]] | None:
+        """The modalities and relation-group views of the batched MSGraph this model reads (`all_nodes`: also what
+        updating every node, not only what the readout reads, needs); None: it reads only `Batch.seq`."""
+        return None
+
     def item_table(self) -> torch.Tensor:
         """[n_items, d]: the embeddings every item is scored with."""
         return self.item_emb.weight
 
-    def encode(self, batch: MSGraphBatch, items: torch.Tensor) -> Query:
+    def encode(self, batch: Batch, items: torch.Tensor) -> Query:
         raise NotImplementedError
 
-    def forward(self, batch: MSGraphBatch) -> Query:
+    def forward(self, batch: Batch) -> Query:
         return self.encode(batch, self.item_table())
 
-    def head_scores(self, batch: MSGraphBatch) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def head_scores(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Scores [B, n_items] (padding at -inf) and None; or, with H queries, [B, H, n_items] and the log mixture
         weights [B, H]."""
         items = self.item_table()  # [n_items, d]
@@ -56,13 +59,13 @@ class FullSortRecommender(nn.Module):
         scores = scores.index_fill(-1, torch.zeros(1, dtype=torch.long, device=scores.device), float("-inf"))
         return scores, log_weights
 
-    def full_sort_predict(self, batch: MSGraphBatch) -> torch.Tensor:
+    def full_sort_predict(self, batch: Batch) -> torch.Tensor:
         scores, log_weights = self.head_scores(batch)
         if log_weights is None:
             return scores
         return torch.logsumexp(log_weights.unsqueeze(-1) + scores.log_softmax(-1), dim=1)  # [B, n_items]
 
-    def calculate_loss(self, batch: MSGraphBatch) -> torch.Tensor:
+    def calculate_loss(self, batch: Batch) -> torch.Tensor:
         scores, log_weights = self.head_scores(batch)
         if log_weights is None:
             return F.cross_entropy(scores, batch.targets)
@@ -70,7 +73,4 @@ class FullSortRecommender(nn.Module):
         # full mixture costs twice as much, and its logsumexp over -inf padding entries has a NaN gradient
         index = batch.targets.view(-1, 1, 1).expand(-1, scores.shape[1], 1)  # [B, H, 1]
         target = scores.log_softmax(-1).gather(-1, index).squeeze(-1)  # [B, H]
-        terms = [-target[:, k] for k in self.own_loss_queries]  # each [B]
-        if self.mixture_loss:
-            terms.append(-torch.logsumexp(log_weights + target, dim=1))
-        return torch.stack(terms).mean()
+        return -torch.logsumexp(log_weights + target, dim=1).mean()

@@ -1,7 +1,6 @@
 """The training configuration: one flat, typed record (model and optimisation settings together)."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -19,11 +18,8 @@ class TrainConfig:
     fusion: Literal["async", "homo_first", "hetero_first", "sync", "id_only"] = "async"
     dropout: float | None = None  # MMSR 0.2, SASRec 0.5 (RecBole's)
     attn_dropout: float | None = None  # MMSR 0.1, SASRec 0.5
-    code_init: Literal["centroids", "random"] = "centroids"
-    readout: Literal["last", "last+pool", "last+pool_residual", "mixture",
-                     "mixture_gated", "mixture_anchored", "ensemble"] = "last+pool"  # the paper: last
+    readout: Literal["last", "last+pool", "mixture"] = "last+pool"  # the paper: last
     item_repr: Literal["id", "id+codes", "id+codes+features"] = "id+codes"  # the paper: id
-    pool_weight: float = 0.5  # readouts mixture, mixture_anchored, ensemble: the `last+pool` query's share
     # scores: 0 = dot product (the paper's and RecBole's); > 0 = cosine similarity divided by this. MMSR 0.1, SASRec 0
     temperature: float | None = None
     modalities: list[str] | None = None  # None: every modality of the dataset
@@ -32,7 +28,6 @@ class TrainConfig:
     epochs: int = 50
     batch_size: int = 256
     lr: float = 1e-3
-    lr_schedule: Literal["constant", "cosine"] = "constant"  # cosine: from lr down to 0 over `epochs`, per step
     weight_decay: float = 0.0
     patience: int = 5  # epochs without validation improvement before stopping
     valid_metric: str = "ndcg@10"
@@ -61,23 +56,15 @@ class TrainConfig:
                 raise UserError(f"setting '{name}': must be in [0, 1)")
         if self.model == "sasrec" and self.dim % self.n_heads:
             raise UserError(f"settings 'dim' ({self.dim}) must be divisible by 'n_heads' ({self.n_heads})")
-        if not 0 < self.pool_weight < 1:
-            raise UserError("setting 'pool_weight': must be in (0, 1)")
         if self.temperature < 0:
             raise UserError("setting 'temperature': must be 0 (dot product) or positive (cosine / temperature)")
         if self.lr <= 0 or self.weight_decay < 0 or self.patience < 1 or self.num_workers < 0:
             raise UserError("settings 'lr' > 0, 'weight_decay' >= 0, 'patience' >= 1, 'num_workers' >= 0 required")
 
-    def lr_at(self, epochs_done: float) -> float:
-        """The learning rate after `epochs_done` (fractional) epochs of training."""
-        if self.lr_schedule == "constant":
-            return self.lr
-        return self.lr * 0.5 * (1 + math.cos(math.pi * min(epochs_done / self.epochs, 1.0)))
-
     def mmsr(self) -> MMSRConfig:
         return MMSRConfig(dim=self.dim, n_layers=self.n_layers, fusion=self.fusion, dropout=self.dropout,
-                          attn_dropout=self.attn_dropout, code_init=self.code_init, readout=self.readout,
-                          item_repr=self.item_repr, temperature=self.temperature, pool_weight=self.pool_weight)
+                          attn_dropout=self.attn_dropout, readout=self.readout, item_repr=self.item_repr,
+                          temperature=self.temperature)
 
     def sasrec(self) -> SASRecConfig:
         return SASRecConfig(dim=self.dim, n_layers=self.n_layers, n_heads=self.n_heads, dropout=self.dropout,

@@ -6,9 +6,7 @@ import torch
 from tqdm import tqdm
 
 from ..data import ProcessedData
-from ..graph import batch_to
-from ..graph.batch import pad_left
-from ..nn import Recommender
+from ..nn import Recommender, pad_left
 from .loader import split_batches
 from .metrics import MetricAccumulator, mask_seen, pessimistic_rank
 
@@ -24,7 +22,7 @@ def target_ranks(model: Recommender, data: ProcessedData, split: str, batch_size
     loader = split_batches(data, model, split, batch_size, num_workers=num_workers, with_seen=exclude_seen)
     ranks = []
     for batch in tqdm(loader, desc=f"evaluate {split}", leave=False, disable=not progress):
-        batch = batch_to(batch, device)
+        batch = batch.to(device)
         scores = model.full_sort_predict(batch)
         if exclude_seen:
             scores = mask_seen(scores, batch.seen, batch.targets)

@@ -8,37 +8,36 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..data import ProcessedData
-from ..graph import MSGraphBatch, make_batch
-from ..nn import Recommender
+from ..nn import Batch, Recommender, make_batch
 
 
 class _Batches(Dataset):
     """Item i is the i-th batch of sample indices; collation happens in __getitem__ (worker processes)."""
 
-    def __init__(self, data: ProcessedData, codes: dict[str, np.ndarray], users: np.ndarray,
-                 ends: np.ndarray | None, targets: np.ndarray | None, order: list[np.ndarray], with_seen: bool):
-        self.data, self.codes, self.order, self.with_seen = data, codes, order, with_seen
+    def __init__(self, data: ProcessedData, model: Recommender, users: np.ndarray, ends: np.ndarray | None,
+                 targets: np.ndarray | None, order: list[np.ndarray], with_seen: bool):
+        self.data, self.order, self.with_seen = data, order, with_seen
+        spec = model.graph_spec()
+        self.codes = None if spec is None else {m: data.codes[m] for m in spec[0]}
+        self.views = set() if spec is None else spec[1]
         self.users, self.ends, self.targets = users, ends, targets
 
     def __len__(self) -> int:
         return len(self.order)
 
-    def __getitem__(self, i: int) -> MSGraphBatch:
+    def __getitem__(self, i: int) -> Batch:
         idx = self.order[i]
         ends = None if self.ends is None else self.ends[idx]
         targets = None if self.targets is None else self.targets[idx]
         seen = self.data.inputs(self.users[idx], ends, full=True) if self.with_seen else None
-        return make_batch(self.data.inputs(self.users[idx], ends), self.codes, self.data.max_len, targets, seen)
+        return make_batch(self.data.inputs(self.users[idx], ends), self.data.max_len, self.codes, self.views, targets,
+                          seen)
 
 
 def _seed_worker(worker_id: int) -> None:
     seed = torch.initial_seed() % 2 ** 32
     np.random.seed(seed)
     random.seed(seed)
-
-
-def model_codes(model: Recommender, data: ProcessedData) -> dict[str, np.ndarray]:
-    return {m: data.codes[m] for m in model.modalities}
 
 
 def split_batches(data: ProcessedData, model: Recommender, split: str, batch_size: int, *, shuffle_seed=None,
@@ -50,7 +49,7 @@ def split_batches(data: ProcessedData, model: Recommender, split: str, batch_siz
     if shuffle_seed is not None:
         index = np.random.default_rng(shuffle_seed).permutation(len(users))
     order = [index[i:i + batch_size] for i in range(0, len(index), batch_size)]
-    return _loader(_Batches(data, model_codes(model, data), users, ends, data.targets(split), order, with_seen),
+    return _loader(_Batches(data, model, users, ends, data.targets(split), order, with_seen),
                    num_workers)
 
 
@@ -58,7 +57,7 @@ def user_batches(data: ProcessedData, model: Recommender, users: np.ndarray, bat
                  num_workers: int = 0, with_seen: bool = False) -> DataLoader:
     """Batches of whole histories (for recommendation)."""
     order = [np.arange(i, min(i + batch_size, len(users))) for i in range(0, len(users), batch_size)]
-    return _loader(_Batches(data, model_codes(model, data), users, None, None, order, with_seen), num_workers)
+    return _loader(_Batches(data, model, users, None, None, order, with_seen), num_workers)
 
 
 def _loader(dataset: _Batches, num_workers: int) -> DataLoader:

@@ -10,7 +10,6 @@ import torch
 from ..data import ProcessedData
 from ..data.atomic import write_file_atomic
 from ..errors import UserError
-from ..graph import batch_to
 from ..nn import Recommender
 from .loader import user_batches
 from .metrics import mask_seen
@@ -42,7 +41,7 @@ def recommend(model: Recommender, data: ProcessedData, users: np.ndarray, k: int
     k = min(k, data.n_items - 1)
     items, scores = [], []
     for batch in user_batches(data, model, users, batch_size, with_seen=exclude_seen):
-        batch = batch_to(batch, device)
+        batch = batch.to(device)
         s = model.full_sort_predict(batch)
         if exclude_seen:
             s = mask_seen(s, batch.seen, None)

@@ -8,18 +8,16 @@ from pathlib import Path
 import torch
 import yaml
 
-from ..config import build_config
+from ..config import check_type, field_types
 from ..data import ProcessedData, load_processed
 from ..data.atomic import write_file_atomic
 from ..errors import UserError
 from ..nn import MMSR, Recommender, SASRec
 from .config import TrainConfig
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2
 CONFIG_FILE = "config.yaml"
-# settings added after the first runs were saved, with the values those runs used (not today's defaults)
-ADDED_SETTINGS = {"readout": "last", "item_repr": "id", "temperature": 0.0, "pool_weight": 0.5,
-                  "lr_schedule": "constant"}
+EARLIER_VERSION = "made by an earlier version of mmsr-dgl, train again"
 
 
 def load_data(config: TrainConfig, data_dir: Path) -> ProcessedData:
@@ -52,8 +50,11 @@ def load_checkpoint(path: Path) -> dict:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for truncated or foreign files
         raise UserError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise UserError(f"{path}: not an mmsr-dgl checkpoint of format {CHECKPOINT_FORMAT}")
+    if not isinstance(state, dict) or not isinstance(state.get("format"), int):
+        raise UserError(f"{path}: not an mmsr-dgl checkpoint")
+    if state["format"] != CHECKPOINT_FORMAT:
+        raise UserError(f"{path}: checkpoint format {state['format']} (this version reads {CHECKPOINT_FORMAT}); "
+                        f"{EARLIER_VERSION if state['format'] < CHECKPOINT_FORMAT else 'made by a newer mmsr-dgl'}")
     return state
 
 
@@ -70,14 +71,42 @@ def write_run_config(run_dir: Path, config: TrainConfig, data_dir: Path, fingerp
     write_file_atomic(run_dir / CONFIG_FILE, lambda tmp: tmp.write_text(yaml.safe_dump(payload, sort_keys=False)))
 
 
+def read_run_config(path: Path) -> dict:
+    """The contents of a run's config.yaml: data directory, data fingerprint and settings."""
+    try:
+        payload = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise UserError(f"{path}: not a readable run configuration ({err})") from None
+    if not (isinstance(payload, dict) and isinstance(payload.get("config"), dict)
+            and {"data", "data_fingerprint"} <= set(payload)):
+        raise UserError(f"{path}: not a run configuration written by `mmsr-dgl train`")
+    return payload
+
+
+def run_config(settings: dict, path: Path) -> TrainConfig:
+    """The TrainConfig a run was trained with; a run with other settings than this version's is refused."""
+    kinds = field_types(TrainConfig)
+    for problem, names in (("unknown", set(settings) - set(kinds)), ("missing", set(kinds) - set(settings))):
+        if names:
+            raise UserError(f"{path}: {problem} setting {', '.join(map(repr, sorted(names)))}; this run was "
+                            f"{EARLIER_VERSION}")
+    try:
+        values = {k: check_type(f"{k}' in '{path}", v, kinds[k]) for k, v in settings.items()}
+        config = TrainConfig(**values)
+        config.validate()
+    except UserError as err:
+        raise UserError(f"{err}; this run was probably {EARLIER_VERSION}") from None
+    return config
+
+
 def load_run(run_dir: Path, checkpoint: str = "best") -> tuple[TrainConfig, ProcessedData, Recommender]:
     """Config, dataset and model (weights from `checkpoint`: best or last) of a finished or running run."""
     run_dir = Path(run_dir)
     path = run_dir / CONFIG_FILE
     if not path.is_file():
         raise UserError(f"{run_dir}: no {CONFIG_FILE}; is this a run directory made by `mmsr-dgl train`?")
-    payload = yaml.safe_load(path.read_text())
-    config = build_config(TrainConfig, base={**ADDED_SETTINGS, **payload["config"]})
+    payload = read_run_config(path)
+    config = run_config(payload["config"], path)
     data = load_data(config, payload["data"])
     if not data.matches(payload["data_fingerprint"]):
         raise UserError(f"{payload['data']}: dataset changed since this run was trained (fingerprint mismatch)")

@@ -12,29 +12,28 @@ from typing import Callable
 import dgl
 import numpy as np
 import torch
-import yaml
 from tqdm import tqdm
 
 from ..data import ProcessedData
 from ..data.atomic import write_file_atomic
 from ..errors import UserError
-from ..graph import batch_to
 from .config import TrainConfig
 from .evaluate import evaluate, evaluate_scores
 from .loader import split_batches
 from .run import (
-    ADDED_SETTINGS,
     CONFIG_FILE,
     build_model,
     load_checkpoint,
     load_data,
     read_json,
+    read_run_config,
     restore_model,
     save_checkpoint,
     write_run_config,
 )
 
 RESULTS = "results.json"
+RESUME_FREE = ("epochs", "num_workers", "threads")  # settings a resumed run may change
 
 
 def seed_everything(seed: int) -> None:
@@ -74,22 +73,19 @@ def _logger(run_dir: Path, echo: Callable[[str], None]) -> Callable[[str], None]
 
 
 def _check_resume(run_dir: Path, config: TrainConfig, data: ProcessedData) -> dict:
-    saved_run = yaml.safe_load((run_dir / CONFIG_FILE).read_text()) if (run_dir / CONFIG_FILE).exists() else {}
-    if not data.matches(saved_run.get("data_fingerprint", data.manifest["fingerprint"])):
+    if not data.matches(read_run_config(run_dir / CONFIG_FILE)["data_fingerprint"]):
         raise UserError(f"{run_dir}: --resume on a dataset that changed since the run started (fingerprint)")
     state = load_checkpoint(run_dir / "last.pt")
-    saved = {**ADDED_SETTINGS, **state["config"]}  # a run saved before a setting existed used its old value
-    free = ("num_workers",) if config.lr_schedule == "cosine" else ("epochs", "num_workers")  # cosine spans epochs
-    differs = [k for k, v in dataclasses.asdict(config).items() if k not in free and saved.get(k) != v]
+    saved, current = state["config"], dataclasses.asdict(config)
+    differs = [k for k in {**current, **saved} if k not in RESUME_FREE and saved.get(k) != current.get(k)]
     if differs:
         raise UserError(f"{run_dir}: --resume with settings that differ from the run's: {', '.join(differs)}")
     return state
 
 
 def train(config: TrainConfig, data_dir: Path, run_dir: Path, resume: bool = False,
-          echo: Callable[[str], None] = print, progress: bool = True, test: bool = True) -> dict:
-    """Train into `run_dir` (or continue it with `resume`); returns the contents of results.json.
-    With `test=False` (tuning) the test split is never touched and the best validation record is returned."""
+          echo: Callable[[str], None] = print, progress: bool = True) -> dict:
+    """Train into `run_dir` (or continue it with `resume`), then test; returns the contents of results.json."""
     run_dir = Path(run_dir)
     data = load_data(config, data_dir)
     device = resolve_device(config.device)
@@ -144,8 +140,6 @@ def train(config: TrainConfig, data_dir: Path, run_dir: Path, resume: bool = Fal
         (run_dir / RESULTS).unlink(missing_ok=True)  # results of an earlier, shorter run are stale now
         log(f"epoch {epoch + 1}: loss {record['loss']:.4f}, valid {config.valid_metric} {score:.4f}"
             f"{' (best)' if improved else ''}, {record['seconds']:.1f} s train + {record['eval_seconds']:.1f} s eval")
-    if not test:
-        return {**state["best"], "epochs_run": state["epoch"]}
     return _finish(model, data, config, run_dir, state, device, log)
 
 
@@ -156,10 +150,8 @@ def _train_epoch(model, optimizer, data: ProcessedData, config: TrainConfig, epo
                            num_workers=config.num_workers)
     total, count, start = 0.0, 0, time.perf_counter()
     bar = tqdm(loader, desc=f"epoch {epoch + 1}", leave=False, disable=not progress)
-    for step, batch in enumerate(bar):
-        for group in optimizer.param_groups:
-            group["lr"] = config.lr_at(epoch + step / len(loader))
-        batch = batch_to(batch, device)
+    for batch in bar:
+        batch = batch.to(device)
         loss = model.calculate_loss(batch)
         if not torch.isfinite(loss):
             raise UserError(f"epoch {epoch + 1}: the training loss became {loss.item()}; lower the learning rate "
