@@ -81,22 +81,15 @@ def train(data_dir, run_dir, config_file, overrides, epochs, threads, device, re
     import json
 
     from mmsr_dgl.config import build_config
-    from mmsr_dgl.data import load_processed
     from mmsr_dgl.training import TrainConfig
     from mmsr_dgl.training import train as run
-    from mmsr_dgl.training.run import remove_run
 
     shorthands = [f"{k}={v}" for k, v in (("epochs", epochs), ("threads", threads), ("device", device))
                   if v is not None]
     config = build_config(TrainConfig, config_file, [*overrides, *shorthands])
-    if overwrite and resume:
-        raise UserError("--overwrite and --resume exclude each other")
-    if overwrite:
-        load_processed(data_dir)  # a bad --data must fail before the earlier run is deleted
-        remove_run(run_dir)
     progress = sys.stderr.isatty() if progress is None else progress
-    results = run(config, data_dir, run_dir, resume=resume, echo=lambda m: click.echo(m, err=True),
-                  progress=progress)
+    results = run(config, data_dir, run_dir, resume=resume, overwrite=overwrite,
+                  echo=lambda m: click.echo(m, err=True), progress=progress)
     click.echo(json.dumps({"model": results["test"], "popularity": results["popularity_test"]}, indent=2))
 
 

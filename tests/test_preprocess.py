@@ -47,15 +47,16 @@ def random_histories(n_users: int, n_items: int, length: int, seed: int = 0) -> 
 # --- input formats -----------------------------------------------------------------------------------------------
 
 def test_sequences_keep_order_and_remap_ids_numerically(tmp_path):
-    seq = write_sequences(tmp_path / "seq.txt", {7: [10, 9, 10], 3: [9, 2]})
+    seq = write_sequences(tmp_path / "seq.txt", {7: [10, 9, 10, 9], 3: [9, 2]})
     data = build(tmp_path / "out", "--sequences", seq, "--set", "k_core=0")
     assert data.user_ids.tolist() == ["7", "3"]
     assert data.item_ids.tolist() == ["", "2", "9", "10"]  # numeric order, not "10" < "2"; 0 is padding
-    assert data.seq_offsets.tolist() == [0, 3, 5]
-    assert data.seq_items.tolist() == [3, 2, 3, 2, 1]
+    assert data.seq_offsets.tolist() == [0, 4, 6]
+    assert data.seq_items.tolist() == [3, 2, 3, 2, 2, 1]
 
 
-INTERACTIONS = [("u1", "a", 300), ("u1", "c", 100), ("u2", "c", 50), ("u1", "b", 100), ("u2", "a", 20)]
+INTERACTIONS = [("u1", "a", 300), ("u1", "c", 100), ("u2", "c", 50), ("u1", "b", 100), ("u2", "a", 20),
+                ("u1", "d", 400)]
 
 
 @pytest.mark.parametrize("kind", ["recbole", "amazon"])
@@ -70,11 +71,11 @@ def test_interactions_sorted_by_time_ties_in_file_order(tmp_path, kind):
     path.write_text("\n".join(lines) + "\n")
     data = build(tmp_path / "out", "--interactions", path, "--set", "k_core=0")
     assert data.user_ids.tolist() == ["u1", "u2"]
-    assert raw_histories(data) == [["c", "b", "a"], ["a", "c"]]
+    assert raw_histories(data) == [["c", "b", "a", "d"], ["a", "c"]]
 
 
 def test_interaction_ids_that_are_not_ascii_digits_are_tokens(tmp_path):
-    (tmp_path / "ratings.csv").write_text("u1,\u00b2,4,1\nu1,3,4,2\n")
+    (tmp_path / "ratings.csv").write_text("u1,\u00b2,4,1\nu1,3,4,2\nu1,3,4,3\nu1,\u00b2,4,4\n")
     data = build(tmp_path / "out", "--interactions", tmp_path / "ratings.csv", "--set", "k_core=0")
     assert data.item_ids.tolist() == ["", "3", "\u00b2"]
 
@@ -106,7 +107,7 @@ def test_items_file_aligns_features_and_marks_missing_modalities(tmp_path):
 
 def test_features_without_items_file_follow_item_ids(tmp_path):
     np.save(tmp_path / "text.npy", two_clusters(6))
-    seq = write_sequences(tmp_path / "seq.txt", {1: [1, 2, 3], 2: [4, 5, 6]})
+    seq = write_sequences(tmp_path / "seq.txt", {1: [1, 2, 3, 4], 2: [4, 5, 6]})
     data = build(tmp_path / "out", "--sequences", seq, "--features", f"text={tmp_path / 'text.npy'}",
                  "--set", "k_core=0", "--set", "n_codes=2", "--set", "codes_per_item=1")
     codes = data.codes["text"][:, 0]
@@ -117,11 +118,11 @@ def test_features_without_items_file_follow_item_ids(tmp_path):
 
 def test_k_core_is_iterative(tmp_path):
     # k=2: item 3 occurs once, so user 3 drops to one interaction and is removed in a second pass.
-    seq = write_sequences(tmp_path / "seq.txt", {1: [1, 2], 2: [2, 1], 3: [3, 1]})
+    seq = write_sequences(tmp_path / "seq.txt", {1: [1, 2, 1, 2], 2: [2, 1], 3: [3, 1]})
     data = build(tmp_path / "k2", "--sequences", seq, "--set", "k_core=2")
-    assert (len(data.user_ids), data.n_items - 1, len(data.seq_items)) == (2, 2, 4)
+    assert (len(data.user_ids), data.n_items - 1, len(data.seq_items)) == (2, 2, 6)
     data = build(tmp_path / "k0", "--sequences", seq, "--set", "k_core=0")
-    assert (len(data.user_ids), data.n_items - 1, len(data.seq_items)) == (3, 3, 6)
+    assert (len(data.user_ids), data.n_items - 1, len(data.seq_items)) == (3, 3, 8)
 
 
 def test_k_core_default_is_5(tmp_path):
@@ -314,7 +315,7 @@ def test_refuses_to_replace_a_foreign_directory(tmp_path):
     seq = write_sequences(tmp_path / "seq.txt", random_histories(10, 6, length=5))
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "notes.txt").write_text("keep me")
-    with pytest.raises(UserError, match="not an mmsr-dgl output directory"):
+    with pytest.raises(UserError, match="not an mmsr-dgl dataset"):
         preprocess(PreprocessConfig(k_core=0), Inputs(sequences=seq), tmp_path / "out", log=lambda m: None)
     assert (tmp_path / "out" / "notes.txt").read_text() == "keep me"
 
@@ -501,3 +502,80 @@ def test_amazon_toys(tmp_path, toys_dir):
             item, _, has_image, _ = line.split("\t", 3)
             flags[item] = has_image
     assert {flags[i] for i in data.item_ids[no_image[1:]]} == {"0"}
+
+
+def test_a_folder_with_someone_elses_manifest_is_not_replaced(tmp_path):
+    seq = write_sequences(tmp_path / "seq.txt", random_histories(10, 6, length=5))
+    web = tmp_path / "webapp"
+    (web / "src").mkdir(parents=True)
+    (web / "manifest.json").write_text('{"name": "x"}')
+    (web / "index.html").write_text("hi")
+    result = run_cli("preprocess", "--sequences", seq, "--set", "k_core=0", "--out", web)
+    assert result.exit_code == 2 and "not an mmsr-dgl dataset" in result.output and "Traceback" not in result.output
+    assert sorted(p.name for p in web.iterdir()) == ["index.html", "manifest.json", "src"]
+    assert (web / "manifest.json").read_text() == '{"name": "x"}'
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".webapp")] == []
+
+
+def test_a_dataset_folder_holding_other_files_is_not_replaced(tmp_path):
+    """A run trained into a dataset folder (or any file of the user's there) survives the next preprocess."""
+    seq = write_sequences(tmp_path / "seq.txt", random_histories(10, 6, length=5))
+    out = tmp_path / "out"
+    build(out, "--sequences", seq, "--set", "k_core=0")
+    (out / "run").mkdir()
+    (out / "run" / "best.pt").write_bytes(b"weights")
+    result = run_cli("preprocess", "--sequences", seq, "--set", "k_core=0", "--set", "max_len=9", "--out", out)
+    assert result.exit_code == 2 and "preprocess did not write (run)" in result.output
+    assert (out / "run" / "best.pt").read_bytes() == b"weights"
+    assert load_processed(out).max_len != 9
+
+
+def test_a_dataset_without_training_samples_is_refused(tmp_path):
+    seq = tmp_path / "two.txt"
+    seq.write_text("1 1 2\n2 2 3\n3 3 1\n4 1 3\n")
+    result = run_cli("preprocess", "--sequences", seq, "--set", "k_core=0", "--out", tmp_path / "td")
+    assert result.exit_code == 2 and "no training samples" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "td").exists()
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+@pytest.mark.parametrize("killed", ["writing", "after moving the old output aside", "before removing the old"])
+def test_a_kill_at_any_step_of_the_replace_leaves_one_whole_output(tmp_path, killed):
+    """The directories a kill -9 leaves at each step of replace_directory (named by the dead process's PID), and
+    the next preprocess: it finds the earlier or the new output whole, removes the leftovers, and works."""
+    seq = write_sequences(tmp_path / "seq.txt", random_histories(10, 6, length=5))
+    out = tmp_path / "out"
+    build(out, "--sequences", seq, "--set", "k_core=0")
+    before = (out / "data.npz").read_bytes()
+    pid = _dead_pid()
+    tmp = tmp_path / f".out.tmp-{pid}-abc"
+    old = tmp_path / f".out.old-{pid}-def"
+    tmp.mkdir()
+    (tmp / "data.npz").write_bytes(b"half written")
+    if killed == "after moving the old output aside":
+        out.rename(old)
+    elif killed == "before removing the old":
+        old.mkdir()
+        (old / "data.npz").write_bytes(b"the earlier output")
+    again = run_cli("preprocess", "--sequences", seq, "--set", "k_core=0", "--out", out)
+    assert again.exit_code == 0, again.output
+    assert "up to date" in again.stderr  # the earlier output is back (or was never gone)
+    assert (out / "data.npz").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "seq.txt"]
+
+
+def test_leftovers_of_a_live_process_are_left_alone(tmp_path):
+    from mmsr_dgl.data.atomic import recover
+    out = tmp_path / "out"
+    out.mkdir()
+    alive = tmp_path / f".out.tmp-{os.getppid()}-xyz"
+    alive.mkdir()
+    recover(out)
+    assert alive.is_dir()

@@ -1,6 +1,7 @@
 """Training, evaluation, checkpoints, resume and recommend."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -191,12 +192,48 @@ def test_resume_with_more_epochs_and_other_threads_recomputes_the_results(tiny_d
     assert json.loads((tmp_path / "run" / "results.json").read_text())["epochs_run"] == 3
 
 
-def test_overwrite_keeps_the_old_run_when_data_is_bad(tiny_data, tmp_path):
-    run_train(tiny_data, tmp_path / "run", epochs=1)
-    result = CliRunner().invoke(main, ["train", "--data", str(tmp_path / "nowhere"), "--out",
-                                       str(tmp_path / "run"), "--overwrite"])
-    assert result.exit_code != 0 and "nowhere" in result.output
-    assert (tmp_path / "run" / "best.pt").exists() and (tmp_path / "run" / "results.json").exists()
+@pytest.mark.parametrize("args, message", [
+    (["--data", "nowhere"], "nowhere"),
+    (["--device", "cuda"], "--device cuda"),
+    (["--set", "modalities=[video]"], "setting 'modalities'"),
+    (["--set", "missing_modality=video"], "modality 'video'"),
+    (["--set", "seed=-1"], "setting 'seed'"),
+    (["--set", "dim=100000000"], "GiB"),
+])
+def test_overwrite_keeps_the_old_run_until_everything_is_checked(tiny_data, tmp_path, args, message):
+    run = tmp_path / "run"
+    run_train(tiny_data, run, epochs=1)
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    args = [str(tmp_path / a) if a == "nowhere" else a for a in args]
+    result = CliRunner().invoke(main, ["train", "--data", str(tiny_data), "--out", str(run), "--overwrite",
+                                       "--epochs", "1", *args])
+    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+
+
+def test_overwrite_replaces_the_run_new_files_first(tiny_data, tmp_path):
+    run = tmp_path / "run"
+    run_train(tiny_data, run, epochs=2)
+    first = (run / "metrics.jsonl").read_text().splitlines()
+    result = CliRunner().invoke(main, ["train", "--data", str(tiny_data), "--out", str(run), "--overwrite",
+                                       "--epochs", "1", "--set", "dim=16"])
+    assert result.exit_code == 0, result.output
+    assert len(first) == 2 and len((run / "metrics.jsonl").read_text().splitlines()) == 1
+    assert load_run(run)[0].dim == 16 and (run / "train.log").read_text().count("training mmsr") == 1
+
+
+def test_train_refuses_a_dataset_folder_as_out_and_data_without_training_samples(tiny_data, tmp_path):
+    with pytest.raises(UserError, match="is a dataset directory"):
+        run_train(tiny_data, tiny_data, epochs=1)
+    empty = tmp_path / "empty"
+    shutil.copytree(tiny_data, empty)
+    with np.load(empty / "data.npz") as arrays:
+        arrays = dict(arrays)
+    arrays["train_user"], arrays["train_pos"] = arrays["train_user"][:0], arrays["train_pos"][:0]
+    np.savez(empty / "data.npz", **arrays)
+    with pytest.raises(UserError, match="no training samples"):
+        run_train(empty, tmp_path / "run", epochs=1)
+    assert not (tmp_path / "run").exists()
 
 
 def test_resume_refuses_changed_settings(tiny_data, tmp_path):

@@ -12,7 +12,7 @@ from typing import Callable, Literal
 import numpy as np
 
 from ..errors import UserError
-from .atomic import replace_directory
+from .atomic import KIND, check_replaceable, recover, replace_directory
 from .codes import fit_codes
 from .readers import RawData, read_features, read_interactions, read_items, read_sequences
 from .synthetic import SyntheticSpec, generate
@@ -20,6 +20,7 @@ from .synthetic import SyntheticSpec, generate
 FORMAT_VERSION = 3
 DATA_FILE = "data.npz"
 MANIFEST = "manifest.json"
+OUR_FILES = {DATA_FILE, MANIFEST}
 
 
 @dataclass
@@ -129,11 +130,13 @@ def preprocess(config: PreprocessConfig, inputs: Inputs, out: str | Path,
                 if inputs.synthetic or not k.startswith("synthetic_")}
     described = inputs.describe()
     fingerprint = data_fingerprint(settings, described)
+    recover(out)
     existing = _read_manifest(out)
-    if (existing and existing.get("format_version") == FORMAT_VERSION and existing.get("fingerprint") == fingerprint
+    if (existing and existing.get("kind") == KIND and existing.get("format_version") == FORMAT_VERSION and existing.get("fingerprint") == fingerprint
             and (out / DATA_FILE).is_file()):
         log(f"{out}: up to date (same inputs and settings); nothing to do")
         return existing
+    check_replaceable(out, OUR_FILES)  # before the expensive work
 
     stages = _Stages(log)
     raw = _load(inputs, config)
@@ -144,6 +147,10 @@ def preprocess(config: PreprocessConfig, inputs: Inputs, out: str | Path,
     offsets[1:] = np.cumsum([len(h) for h in histories])
     seq_items = np.concatenate(histories).astype(np.int32)
     splits = make_splits(offsets, config.split, config.test_ratio)
+    if not len(splits["train"][0]):
+        raise UserError(f"no training samples: none of the {len(histories)} users left by the k-core filter "
+                        f"(k_core={config.k_core}) has a training target, an item with one before it and the "
+                        f"validation and test targets after it (split {config.split}; leave-one-out needs 4 items)")
     stages.done("splits")
 
     arrays = {"user_ids": np.asarray(users), "item_ids": np.asarray([""] + item_ids),
@@ -170,6 +177,7 @@ def preprocess(config: PreprocessConfig, inputs: Inputs, out: str | Path,
         stages.done(f"codes: {modality}")
 
     manifest = {
+        "kind": KIND,
         "format_version": FORMAT_VERSION,
         "fingerprint": fingerprint,
         "settings": settings,
@@ -181,7 +189,7 @@ def preprocess(config: PreprocessConfig, inputs: Inputs, out: str | Path,
         "versions": _versions(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    with replace_directory(out) as tmp:
+    with replace_directory(out, OUR_FILES) as tmp:
         np.savez(tmp / DATA_FILE, **arrays)
         manifest["stage_seconds"] = stages.times
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")

@@ -58,6 +58,8 @@ class TrainConfig:
             raise UserError(f"settings 'dim' ({self.dim}) must be divisible by 'n_heads' ({self.n_heads})")
         if self.temperature < 0:
             raise UserError("setting 'temperature': must be 0 (dot product) or positive (cosine / temperature)")
+        if not 0 <= self.seed < 2 ** 32:
+            raise UserError(f"setting 'seed': must be in [0, 2**32), got {self.seed}")
         if self.lr <= 0 or self.weight_decay < 0 or self.patience < 1 or self.num_workers < 0:
             raise UserError("settings 'lr' > 0, 'weight_decay' >= 0, 'patience' >= 1, 'num_workers' >= 0 required")
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -28,7 +29,20 @@ def load_data(config: TrainConfig, data_dir: Path) -> ProcessedData:
     return data
 
 
+def check_model_size(config: TrainConfig, data: ProcessedData) -> None:
+    """Refuse, before allocating anything, a model that cannot fit in this machine's memory: at least its item
+    embeddings [n_items, dim] and a dozen dim x dim projections per layer, each as weights, gradients and Adam's
+    two moments in float32."""
+    params = data.n_items * config.dim + 12 * config.n_layers * config.dim ** 2
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if 16 * params > total:
+        raise UserError(f"settings 'dim' ({config.dim}) and 'n_layers' ({config.n_layers}): the model needs at least "
+                        f"{16 * params / 2 ** 30:,.0f} GiB for its weights and optimizer state; this machine has "
+                        f"{total / 2 ** 30:,.0f} GiB")
+
+
 def build_model(config: TrainConfig, data: ProcessedData) -> Recommender:
+    check_model_size(config, data)
     if config.model == "sasrec":
         return SASRec(config.sasrec(), data.n_items, data.max_len)
     missing = set(config.modalities or []) - set(data.modalities)
@@ -119,9 +133,9 @@ def load_run(run_dir: Path, checkpoint: str = "best") -> tuple[TrainConfig, Proc
 RUN_FILES = (CONFIG_FILE, "best.pt", "last.pt", "metrics.jsonl", "results.json", "train.log")
 
 
-def remove_run(run_dir: Path) -> None:
-    """Delete the files of an earlier run in `run_dir` (only those a run writes)."""
-    for name in RUN_FILES:
+def remove_run(run_dir: Path, keep: tuple[str, ...] = ()) -> None:
+    """Delete the files of an earlier run in `run_dir` (only those a run writes), but `keep`."""
+    for name in set(RUN_FILES) - set(keep):
         (Path(run_dir) / name).unlink(missing_ok=True)
 
 

@@ -15,7 +15,7 @@ import torch
 from tqdm import tqdm
 
 from ..data import ProcessedData
-from ..data.atomic import write_file_atomic
+from ..data.atomic import is_dataset_dir, write_file_atomic
 from ..errors import UserError
 from .config import TrainConfig
 from .evaluate import evaluate, evaluate_scores
@@ -27,6 +27,7 @@ from .run import (
     load_data,
     read_json,
     read_run_config,
+    remove_run,
     restore_model,
     save_checkpoint,
     write_run_config,
@@ -61,10 +62,12 @@ def _logger(run_dir: Path, echo: Callable[[str], None]) -> Callable[[str], None]
     logger = logging.getLogger(f"mmsr_dgl.train.{run_dir.resolve()}")
     logger.setLevel(logging.INFO)
     logger.propagate = False
-    if not logger.handlers:
-        handler = logging.FileHandler(run_dir / "train.log")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
-        logger.addHandler(handler)
+    for stale in list(logger.handlers):  # an earlier train() of this directory in this process
+        logger.removeHandler(stale)
+        stale.close()
+    handler = logging.FileHandler(run_dir / "train.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    logger.addHandler(handler)
 
     def log(message: str) -> None:
         logger.info(message)
@@ -83,22 +86,30 @@ def _check_resume(run_dir: Path, config: TrainConfig, data: ProcessedData) -> di
     return state
 
 
-def train(config: TrainConfig, data_dir: Path, run_dir: Path, resume: bool = False,
+def train(config: TrainConfig, data_dir: Path, run_dir: Path, resume: bool = False, overwrite: bool = False,
           echo: Callable[[str], None] = print, progress: bool = True) -> dict:
-    """Train into `run_dir` (or continue it with `resume`), then test; returns the contents of results.json."""
+    """Train into `run_dir` (or continue it with `resume`), then test; returns the contents of results.json.
+    `overwrite` replaces an earlier run there once every setting has been checked and the model built."""
     run_dir = Path(run_dir)
+    if overwrite and resume:
+        raise UserError("--overwrite and --resume exclude each other")
     data = load_data(config, data_dir)
+    if not len(data.splits["train"][0]):
+        raise UserError(f"{data.path}: the dataset has no training samples; preprocess it with more data")
+    if is_dataset_dir(run_dir):
+        raise UserError(f"{run_dir}: is a dataset directory (preprocess output); choose another --out for the run")
     device = resolve_device(config.device)
-    if not resume and (run_dir / CONFIG_FILE).exists():
-        raise UserError(f"{run_dir}: already holds a run; use --resume to continue it or choose another --out")
+    if not resume and not overwrite and (run_dir / CONFIG_FILE).exists():
+        raise UserError(f"{run_dir}: already holds a run; use --resume to continue it, --overwrite to replace it, "
+                        f"or choose another --out")
     if resume and not (run_dir / "last.pt").exists():
         if not (run_dir / CONFIG_FILE).exists():
             raise UserError(f"{run_dir}: nothing to resume (no run there)")
         resume = False  # interrupted during its first epoch: nothing to continue, start it again
-    run_dir.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(config.threads)
     seed_everything(config.seed)
     model = build_model(config, data).to(device)
+    run_dir.mkdir(parents=True, exist_ok=True)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     state = {"epoch": 0, "history": [], "best": None, "bad_epochs": 0}
     if resume:
@@ -107,8 +118,10 @@ def train(config: TrainConfig, data_dir: Path, run_dir: Path, resume: bool = Fal
         optimizer.load_state_dict(saved["optimizer"])
         torch.set_rng_state(saved["torch_rng"])
         state = {k: saved[k] for k in state}
-    else:
+    else:  # the new run's config replaces an earlier run's, then that run's other files go
         write_run_config(run_dir, config, data_dir, data.manifest["fingerprint"])
+        if overwrite:
+            remove_run(run_dir, keep=(CONFIG_FILE,))
     log = _logger(run_dir, echo)
     name = f"mmsr/{config.fusion}" if config.model == "mmsr" else config.model
     log(f"{'resuming' if resume else 'training'} {name} on {data.path} "
