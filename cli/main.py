@@ -10,14 +10,17 @@ from mmsr_dgl.errors import UserError
 
 
 class _Group(click.Group):
-    """Turns UserError into a one-line message and exit status 2, without a traceback."""
+    """Turns UserError, and the file system's errors (a read-only place, a full disk), into a one-line message and
+    exit status 2, without a traceback."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except UserError as err:
             click.echo(f"error: {err}", err=True)
-            sys.exit(2)
+        except OSError as err:
+            click.echo(f"error: {err.filename or 'writing output'}: {err.strerror or err}", err=True)
+        sys.exit(2)
 
 
 @click.group(cls=_Group)
@@ -49,7 +52,8 @@ def _features(values: tuple[str, ...]) -> dict[str, Path]:
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Output dataset directory.")
 @click.option("--config", "config_file", type=click.Path(path_type=Path), help="YAML file of settings.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override one setting; repeatable.")
-def preprocess(sequences, interactions, items, features, synthetic, out, config_file, overrides) -> None:
+@click.option("--force", is_flag=True, help="Build the dataset again even when it is up to date.")
+def preprocess(sequences, interactions, items, features, synthetic, out, config_file, overrides, force) -> None:
     """Turn raw files (or the synthetic default) into a graph-ready dataset directory."""
     from mmsr_dgl.config import build_config
     from mmsr_dgl.data.preprocess import Inputs, PreprocessConfig
@@ -58,7 +62,7 @@ def preprocess(sequences, interactions, items, features, synthetic, out, config_
     config = build_config(PreprocessConfig, config_file, overrides)
     inputs = Inputs(sequences=sequences, interactions=interactions, items=items,
                     features=_features(features), synthetic=synthetic)
-    manifest = run(config, inputs, out, log=lambda m: click.echo(m, err=True))
+    manifest = run(config, inputs, out, log=lambda m: click.echo(m, err=True), force=force)
     counts = manifest["counts"]
     click.echo(f"{out}: {counts['users']} users, {counts['items']} items, {counts['interactions']} interactions; "
                f"samples train {counts['train_samples']}, valid {counts['valid_samples']}, "
@@ -137,6 +141,8 @@ def recommend(run_dir, k, out, users_file, fmt, exclude_seen, checkpoint) -> Non
     from mmsr_dgl.training.recommend import recommend as run
     from mmsr_dgl.training.run import load_run
 
+    if out.is_dir():
+        raise UserError(f"--out {out}: is a directory; name the file to write")
     config, data, model = load_run(run_dir, checkpoint)
     users = read_user_list(users_file, data) if users_file else np.arange(len(data.user_ids))
     fmt = fmt or ("jsonl" if out.suffix == ".jsonl" else "tsv")

@@ -579,3 +579,75 @@ def test_leftovers_of_a_live_process_are_left_alone(tmp_path):
     alive.mkdir()
     recover(out)
     assert alive.is_dir()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "deleted", "same size, other bytes", "rewritten"])
+def test_a_damaged_data_file_is_named_and_rebuilt(tmp_path, damage):
+    seq = write_sequences(tmp_path / "seq.txt", random_histories(10, 6, length=5))
+    out = tmp_path / "out"
+    build(out, "--sequences", seq, "--set", "k_core=0")
+    good = (out / "data.npz").read_bytes()
+    if damage == "truncated":
+        (out / "data.npz").write_bytes(good[: len(good) // 2])
+    elif damage == "deleted":
+        (out / "data.npz").unlink()
+    elif damage == "same size, other bytes":
+        (out / "data.npz").write_bytes(good[:-1] + bytes([good[-1] ^ 1]))
+    else:
+        with np.load(out / "data.npz") as arrays:
+            arrays = {k: v for k, v in arrays.items() if k != "seq_items"}
+        np.savez(out / "data.npz", **arrays)
+    if damage != "same size, other bytes":  # a flipped byte loads; the checksum finds it when preprocess checks
+        result = run_cli("train", "--data", out, "--out", tmp_path / "run")
+        assert result.exit_code == 2 and "data.npz" in result.output and "preprocess` again" in result.output
+        assert "Traceback" not in result.output
+    again = run_cli("preprocess", "--sequences", seq, "--set", "k_core=0", "--out", out)
+    assert again.exit_code == 0 and "building it again" in again.stderr and "up to date" not in again.stderr
+    assert (out / "data.npz").read_bytes() == good  # deterministic: the same file as before
+
+
+def test_force_rebuilds_an_up_to_date_dataset(tmp_path):
+    seq = write_sequences(tmp_path / "seq.txt", random_histories(10, 6, length=5))
+    out = tmp_path / "out"
+    build(out, "--sequences", seq, "--set", "k_core=0")
+    created = load_processed(out).manifest["created"]
+    stamp = (out / "data.npz").stat().st_mtime_ns
+    again = run_cli("preprocess", "--sequences", seq, "--set", "k_core=0", "--out", out, "--force")
+    assert again.exit_code == 0 and "up to date" not in again.stderr
+    assert (out / "data.npz").stat().st_mtime_ns != stamp or load_processed(out).manifest["created"] != created
+
+
+def test_a_data_file_lacking_an_array_is_named(tmp_path):
+    import json
+    from mmsr_dgl.data.preprocess import describe_file
+    seq = write_sequences(tmp_path / "seq.txt", random_histories(10, 6, length=5))
+    out = tmp_path / "out"
+    build(out, "--sequences", seq, "--set", "k_core=0")
+    with np.load(out / "data.npz") as arrays:
+        arrays = {k: v for k, v in arrays.items() if k != "valid_pos"}
+    np.savez(out / "data.npz", **arrays)
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["data_file"] = describe_file(out / "data.npz")  # as if the manifest agreed with it
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(UserError, match="lacks the arrays valid_pos"):
+        load_processed(out)
+
+
+def test_feature_files_that_are_not_one_npy_matrix_are_named(tmp_path):
+    seq = write_sequences(tmp_path / "seq.txt", random_histories(10, 6, length=5))
+    np.savez(tmp_path / "f.npz", a=np.zeros((6, 4)))
+    header = "{'descr': '<f4', 'fortran_order': False, 'shape': (1000000000, 1000), }"
+    header += " " * (117 - len(header)) + "\n"
+    (tmp_path / "huge.npy").write_bytes(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode()
+                                        + b"\0" * 64)  # claims 4 TB, holds 64 bytes
+    for name, message in (("f.npz", "an .npz archive"), ("huge.npy", "shorter than its header says")):
+        result = run_cli("preprocess", "--sequences", seq, "--set", "k_core=0", "--features",
+                         f"image={tmp_path / name}", "--out", tmp_path / "out")
+        assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+
+
+def test_integer_ids_beyond_int64_sort_numerically(tmp_path):
+    seq = tmp_path / "big.txt"
+    seq.write_text(f"1 {2 ** 64} 2 {2 ** 63} 4\n2 2 3 4 5\n")
+    data = build(tmp_path / "out", "--sequences", seq, "--set", "k_core=0")
+    assert data.item_ids.tolist() == ["", "2", "3", "4", "5", str(2 ** 63), str(2 ** 64)]

@@ -14,7 +14,7 @@ import torch
 from click.testing import CliRunner
 
 from cli.main import main
-from mmsr_dgl.data.preprocess import Inputs, PreprocessConfig, preprocess
+from mmsr_dgl.data.preprocess import Inputs, PreprocessConfig, describe_file, preprocess
 from mmsr_dgl.errors import UserError
 from mmsr_dgl.training import TrainConfig, evaluate_scores, train
 from mmsr_dgl.training.metrics import mask_seen, metric_sums, pessimistic_rank
@@ -231,6 +231,9 @@ def test_train_refuses_a_dataset_folder_as_out_and_data_without_training_samples
         arrays = dict(arrays)
     arrays["train_user"], arrays["train_pos"] = arrays["train_user"][:0], arrays["train_pos"][:0]
     np.savez(empty / "data.npz", **arrays)
+    manifest = json.loads((empty / "manifest.json").read_text())
+    manifest["data_file"] = describe_file(empty / "data.npz")  # a dataset that says it has no training samples
+    (empty / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(UserError, match="no training samples"):
         run_train(empty, tmp_path / "run", epochs=1)
     assert not (tmp_path / "run").exists()
@@ -445,3 +448,34 @@ def test_a_run_on_changed_data_is_refused(trained_run, tiny_data, tmp_path):
     run_dir = copy_run(trained_run, tmp_path / "run", config_edit=lambda p: p.update(data_fingerprint=changed))
     with pytest.raises(UserError, match="dataset changed since this run was trained"):
         load_run(run_dir)
+
+
+def test_a_full_disk_mid_training_is_a_clear_error(tiny_data, tmp_path, monkeypatch):
+    """The first checkpoint is written, the second finds the disk full: a one-line error, no temporary file left."""
+    import errno
+    real, calls = torch.save, []
+
+    def save(obj, path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) > 1:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(obj, path, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save)
+    run = tmp_path / "run"
+    result = CliRunner().invoke(main, ["train", "--data", str(tiny_data), "--out", str(run), "--epochs", "2",
+                                       "--set", "dim=16"])
+    assert result.exit_code == 2 and "No space left on device" in result.output
+    assert "Traceback" not in result.output and len(calls) == 2
+    assert not [p for p in run.iterdir() if ".tmp-" in p.name]
+
+
+def test_recommend_and_train_name_bad_arguments(trained_run, tmp_path):
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "users.txt").write_bytes(b"\xff\xfe1\n")
+    for args, message in ((["--out", tmp_path / "folder"], "is a directory"),
+                          (["--out", tmp_path / "r.tsv", "--users", tmp_path / "users.txt"], "line 1: not UTF-8")):
+        result = CliRunner().invoke(main, ["recommend", "--run", str(trained_run), *map(str, args)])
+        assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+    with pytest.raises(UserError, match="setting 'lr'"):
+        tiny_config(lr=1e300).validate()

@@ -105,12 +105,22 @@ def load_processed(path: str | Path) -> ProcessedData:
     if version > FORMAT_VERSION:
         raise UserError(f"{path}: dataset format {version} was made by a newer mmsr-dgl (this version reads "
                         f"format {FORMAT_VERSION}); upgrade mmsr-dgl or preprocess again")
+    again = f"run the same `mmsr-dgl preprocess` again (it rebuilds {DATA_FILE})"
+    expected = manifest.get("data_file") or {}
+    if not (path / DATA_FILE).is_file() or (path / DATA_FILE).stat().st_size != expected.get("bytes"):
+        raise UserError(f"{path / DATA_FILE}: missing, or not the size its manifest records (damaged?); {again}")
     try:
         with np.load(path / DATA_FILE, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as err:
-        raise UserError(f"{path / DATA_FILE}: cannot be read ({err}); preprocess again") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise UserError(f"{path / DATA_FILE}: cannot be read ({err}); {again}") from None
     modalities = manifest["modalities"]
+    needed = ["user_ids", "item_ids", "seq_offsets", "seq_items",
+              *(f"{s}_{a}" for s in SPLITS for a in ("user", "pos")),
+              *(f"{kind}_{m}" for m in modalities for kind in ("codes", "centroids", "features"))]
+    missing = [name for name in needed if name not in arrays]
+    if missing:
+        raise UserError(f"{path / DATA_FILE}: lacks the arrays {', '.join(missing)} (damaged?); {again}")
     return ProcessedData(
         path=path, manifest=manifest, user_ids=arrays["user_ids"], item_ids=arrays["item_ids"],
         item_asin=arrays.get("item_asin"), seq_offsets=arrays["seq_offsets"], seq_items=arrays["seq_items"],

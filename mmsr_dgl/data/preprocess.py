@@ -122,8 +122,9 @@ class _Stages:
 
 
 def preprocess(config: PreprocessConfig, inputs: Inputs, out: str | Path,
-               log: Callable[[str], None] = print) -> dict:
-    """Build the dataset directory `out`; returns its manifest. Does nothing when `out` is up to date."""
+               log: Callable[[str], None] = print, force: bool = False) -> dict:
+    """Build the dataset directory `out`; returns its manifest. Does nothing when `out` is up to date (same inputs
+    and settings, its data file as the manifest describes it), unless `force`."""
     inputs.check()
     out = Path(out)
     settings = {k: v for k, v in dataclasses.asdict(config).items()
@@ -132,10 +133,12 @@ def preprocess(config: PreprocessConfig, inputs: Inputs, out: str | Path,
     fingerprint = data_fingerprint(settings, described)
     recover(out)
     existing = _read_manifest(out)
-    if (existing and existing.get("kind") == KIND and existing.get("format_version") == FORMAT_VERSION and existing.get("fingerprint") == fingerprint
-            and (out / DATA_FILE).is_file()):
-        log(f"{out}: up to date (same inputs and settings); nothing to do")
-        return existing
+    if (not force and existing and existing.get("kind") == KIND and existing.get("format_version") == FORMAT_VERSION
+            and existing.get("fingerprint") == fingerprint):
+        if existing.get("data_file") == describe_file(out / DATA_FILE):
+            log(f"{out}: up to date (same inputs and settings); nothing to do")
+            return existing
+        log(f"{out / DATA_FILE}: missing or not the file its manifest describes (damaged?); building it again")
     check_replaceable(out, OUR_FILES)  # before the expensive work
 
     stages = _Stages(log)
@@ -191,6 +194,7 @@ def preprocess(config: PreprocessConfig, inputs: Inputs, out: str | Path,
     }
     with replace_directory(out, OUR_FILES) as tmp:
         np.savez(tmp / DATA_FILE, **arrays)
+        manifest["data_file"] = describe_file(tmp / DATA_FILE)
         manifest["stage_seconds"] = stages.times
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     stages.done("write")
@@ -200,6 +204,18 @@ def preprocess(config: PreprocessConfig, inputs: Inputs, out: str | Path,
 def data_fingerprint(settings: dict, described: dict) -> str:
     """Identifies a dataset directory: format version, settings and inputs (with their hashes)."""
     return hashlib.sha256(json.dumps([FORMAT_VERSION, settings, described], sort_keys=True).encode()).hexdigest()
+
+
+def describe_file(path: Path) -> dict | None:
+    """Size and SHA-256 of a file (None when it cannot be read)."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        return {"bytes": path.stat().st_size, "sha256": digest.hexdigest()}
+    except OSError:
+        return None
 
 
 def _read_manifest(out: Path) -> dict | None:
@@ -259,7 +275,8 @@ def _filter_and_remap(raw: RawData, k_core: int) -> tuple[list[np.ndarray], list
     kept_items = np.unique(item_of[keep])
     names = raw_items[kept_items]
     numeric = all(n.isascii() and n.isdigit() for n in names)
-    order = np.argsort(names.astype(np.int64)) if numeric else np.arange(len(names))
+    order = (np.asarray(sorted(range(len(names)), key=lambda i: int(names[i]))) if numeric
+             else np.arange(len(names)))  # Python ints: ids of any length
     new_id = np.zeros(len(raw_items), dtype=np.int64)
     new_id[kept_items[order]] = np.arange(1, len(kept_items) + 1)
     bounds = np.concatenate([[0], np.cumsum(lengths)])

@@ -190,15 +190,18 @@ def read_features(path: str | Path, modality: str, n_rows: int | None) -> np.nda
     path = Path(path)
     _check_file(path)
     try:
-        matrix = np.load(path, allow_pickle=False)
+        matrix = np.load(path, allow_pickle=False, mmap_mode="r")  # the header first: a size it cannot back fails
     except (ValueError, OSError, EOFError) as err:
-        raise UserError(f"{path}: not a readable .npy array ({err})") from None
+        raise UserError(f"{path}: not a readable .npy array, or shorter than its header says ({err})") from None
+    if not isinstance(matrix, np.ndarray):
+        raise UserError(f"{path}: an .npz archive, not one .npy matrix; save the '{modality}' features with "
+                        f"numpy.save")
     if matrix.ndim != 2 or not np.issubdtype(matrix.dtype, np.number):
         raise UserError(f"{path}: expected a 2-d numeric matrix for '{modality}', got shape {matrix.shape} "
                         f"of {matrix.dtype}")
     if n_rows is not None and matrix.shape[0] != n_rows:
         raise UserError(f"{path}: {matrix.shape[0]} rows for '{modality}', but the items file has {n_rows} items")
-    matrix = matrix.astype(np.float32, copy=False)
+    matrix = np.array(matrix, dtype=np.float32)  # read into memory (a copy of the mapped file)
     nan = np.isnan(matrix)
     partial = nan.any(axis=1) & ~nan.all(axis=1)
     if partial.any():

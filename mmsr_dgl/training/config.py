@@ -60,8 +60,10 @@ class TrainConfig:
             raise UserError("setting 'temperature': must be 0 (dot product) or positive (cosine / temperature)")
         if not 0 <= self.seed < 2 ** 32:
             raise UserError(f"setting 'seed': must be in [0, 2**32), got {self.seed}")
-        if self.lr <= 0 or self.weight_decay < 0 or self.patience < 1 or self.num_workers < 0:
-            raise UserError("settings 'lr' > 0, 'weight_decay' >= 0, 'patience' >= 1, 'num_workers' >= 0 required")
+        if not 0 < self.lr <= 1:
+            raise UserError(f"setting 'lr': must be in (0, 1], got {self.lr}")
+        if self.weight_decay < 0 or self.patience < 1 or self.num_workers < 0:
+            raise UserError("settings 'weight_decay' >= 0, 'patience' >= 1, 'num_workers' >= 0 required")
 
     def mmsr(self) -> MMSRConfig:
         return MMSRConfig(dim=self.dim, n_layers=self.n_layers, fusion=self.fusion, dropout=self.dropout,

@@ -20,8 +20,13 @@ def read_user_list(path: Path, data: ProcessedData) -> np.ndarray:
     index = {u: i for i, u in enumerate(data.user_ids.tolist())}
     if not Path(path).is_file():
         raise UserError(f"{path}: file not found (--users)")
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = Path(path).read_bytes()[:err.start].count(b"\n") + 1
+        raise UserError(f"{path}, line {line}: not UTF-8 text (--users)") from None
     users = []
-    for line_no, line in enumerate(Path(path).read_text().splitlines(), 1):
+    for line_no, line in enumerate(text.splitlines(), 1):
         user = line.strip()
         if not user:
             continue
