@@ -70,27 +70,40 @@ def preprocess(sequences, interactions, items, features, synthetic, out, config_
 
 
 @main.command()
-@click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path), help="Preprocessed dataset.")
+@click.option("--data", "data_dir", type=click.Path(path_type=Path),
+              help="Preprocessed dataset (with --resume: the run's own, unless given).")
 @click.option("--out", "run_dir", required=True, type=click.Path(path_type=Path), help="Run directory.")
 @click.option("--config", "config_file", type=click.Path(path_type=Path), help="YAML file of settings.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override one setting; repeatable.")
 @click.option("--epochs", type=int, help="Shorthand for --set epochs=N.")
 @click.option("--threads", type=int, help="Shorthand for --set threads=N.")
 @click.option("--device", help="Shorthand for --set device=cpu|cuda.")
-@click.option("--resume", is_flag=True, help="Continue an interrupted run from its last checkpoint.")
+@click.option("--resume", is_flag=True,
+              help="Continue an interrupted run from its last checkpoint, with its own settings (--epochs, "
+                   "--threads and num_workers may change).")
 @click.option("--overwrite", is_flag=True, help="Delete an existing run in --out and start afresh.")
 @click.option("--progress/--no-progress", default=None, help="Progress bars (default: when stderr is a terminal).")
 def train(data_dir, run_dir, config_file, overrides, epochs, threads, device, resume, overwrite, progress) -> None:
     """Train a model, early-stopping on validation; test the best checkpoint once at the end."""
+    import dataclasses
     import json
 
     from mmsr_dgl.config import build_config
     from mmsr_dgl.training import TrainConfig
     from mmsr_dgl.training import train as run
+    from mmsr_dgl.training.run import CONFIG_FILE, run_settings
 
     shorthands = [f"{k}={v}" for k, v in (("epochs", epochs), ("threads", threads), ("device", device))
                   if v is not None]
-    config = build_config(TrainConfig, config_file, [*overrides, *shorthands])
+    if resume and (run_dir / CONFIG_FILE).is_file():  # the run's own settings, then what this command changes
+        saved, trained_on = run_settings(run_dir)
+        data_dir = data_dir or trained_on
+        base = [] if config_file else [f"{k}={json.dumps(v)}" for k, v in dataclasses.asdict(saved).items()]
+        config = build_config(TrainConfig, config_file, [*base, *overrides, *shorthands])
+    else:
+        config = build_config(TrainConfig, config_file, [*overrides, *shorthands])
+    if data_dir is None:
+        raise UserError("--data is required (except with --resume of an existing run)")
     progress = sys.stderr.isatty() if progress is None else progress
     results = run(config, data_dir, run_dir, resume=resume, overwrite=overwrite,
                   echo=lambda m: click.echo(m, err=True), progress=progress)
@@ -105,14 +118,15 @@ def train(data_dir, run_dir, config_file, overrides, epochs, threads, device, re
               help="Drop history items (never the target) from the ranking; default: the run's setting (off).")
 @click.option("--drop", "drops", multiple=True, metavar="MODALITY=RATE",
               help="At evaluation only, make this share of items lack the modality; repeatable.")
-def evaluate(run_dir, split, checkpoint, exclude_seen, drops) -> None:
+@click.option("--data", "data_dir", type=click.Path(path_type=Path), help="The run's dataset, if it moved.")
+def evaluate(run_dir, split, checkpoint, exclude_seen, drops, data_dir) -> None:
     """Full-ranking HR, NDCG and MRR at 5, 10, 20, printed as JSON."""
     import json
 
     from mmsr_dgl.training import evaluate as run
     from mmsr_dgl.training.run import load_run
 
-    config, data, model = load_run(run_dir, checkpoint)
+    config, data, model = load_run(run_dir, checkpoint, data_dir)
     for drop in drops:
         modality, sep, rate = drop.partition("=")
         try:
@@ -133,7 +147,8 @@ def evaluate(run_dir, split, checkpoint, exclude_seen, drops) -> None:
 @click.option("--format", "fmt", type=click.Choice(["tsv", "jsonl"]), help="Default: from the file extension.")
 @click.option("--exclude-seen", is_flag=True, help="Never recommend items already in the user's history.")
 @click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True)
-def recommend(run_dir, k, out, users_file, fmt, exclude_seen, checkpoint) -> None:
+@click.option("--data", "data_dir", type=click.Path(path_type=Path), help="The run's dataset, if it moved.")
+def recommend(run_dir, k, out, users_file, fmt, exclude_seen, checkpoint, data_dir) -> None:
     """Top-K items for every user (or those in --users) from their full history."""
     import numpy as np
 
@@ -143,7 +158,7 @@ def recommend(run_dir, k, out, users_file, fmt, exclude_seen, checkpoint) -> Non
 
     if out.is_dir():
         raise UserError(f"--out {out}: is a directory; name the file to write")
-    config, data, model = load_run(run_dir, checkpoint)
+    config, data, model = load_run(run_dir, checkpoint, data_dir)
     users = read_user_list(users_file, data) if users_file else np.arange(len(data.user_ids))
     fmt = fmt or ("jsonl" if out.suffix == ".jsonl" else "tsv")
     items, scores = run(model, data, users, k, exclude_seen, config.eval_batch_size)

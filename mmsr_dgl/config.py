@@ -15,6 +15,17 @@ from .errors import UserError
 C = TypeVar("C")
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, but a mapping that names a key twice is an error (PyYAML keeps the last one)."""
+
+    def construct_mapping(self, node, deep=False):
+        keys = [self.construct_object(key, deep=deep) for key, _ in node.value]
+        for key in keys:
+            if keys.count(key) > 1:
+                raise yaml.constructor.ConstructorError(None, None, f"setting {key!r} given twice", node.start_mark)
+        return super().construct_mapping(node, deep)
+
+
 def _parse_value(name: str, text: str, kind: Any) -> Any:
     """Parse a `--set` value against the field's declared type."""
     try:
@@ -91,7 +102,7 @@ def build_config(cls: type[C], file: str | Path | None = None, overrides: typing
         if not path.is_file():
             raise UserError(f"{path}: config file not found")
         try:
-            loaded = yaml.safe_load(path.read_text()) or {}
+            loaded = yaml.load(path.read_text(encoding="utf-8-sig"), Loader=_UniqueKeyLoader) or {}
         except yaml.YAMLError as err:
             raise UserError(f"{path}: not valid YAML ({err})") from None
         except UnicodeDecodeError as err:

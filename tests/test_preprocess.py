@@ -651,3 +651,38 @@ def test_integer_ids_beyond_int64_sort_numerically(tmp_path):
     seq.write_text(f"1 {2 ** 64} 2 {2 ** 63} 4\n2 2 3 4 5\n")
     data = build(tmp_path / "out", "--sequences", seq, "--set", "k_core=0")
     assert data.item_ids.tolist() == ["", "2", "3", "4", "5", str(2 ** 63), str(2 ** 64)]
+
+
+def test_integer_ids_are_one_id_whatever_their_zeros(tmp_path):
+    seq = tmp_path / "seq.txt"
+    seq.write_text("\ufeff1 007 7 08 9\n002 7 8 9 8\n")  # a UTF-8 BOM first, as some editors write it
+    data = build(tmp_path / "out", "--sequences", seq, "--set", "k_core=0")
+    assert data.user_ids.tolist() == ["1", "2"] and data.item_ids.tolist() == ["", "7", "8", "9"]
+    items = tmp_path / "items.tsv"
+    items.write_text("item_id\ttitle\n07\ta\n8\tb\n9\tc\n")
+    data = build(tmp_path / "out2", "--sequences", seq, "--items", items, "--set", "k_core=0")
+    assert data.item_ids.tolist() == ["", "7", "8", "9"]
+    items.write_text("item_id\n07\n7\n8\n9\n")
+    result = run_cli("preprocess", "--sequences", seq, "--items", items, "--set", "k_core=0", "--out", tmp_path / "x")
+    assert result.exit_code == 2 and "appears twice" in result.output
+
+
+def test_what_would_be_silently_wrong_is_said_or_refused(tmp_path):
+    seq = write_sequences(tmp_path / "seq.txt", random_histories(10, 6, length=5))
+    items = tmp_path / "items.tsv"
+    items.write_text("item_id\ttitle\tprice\n" + "".join(f"{i}\tt\t1\n" for i in range(1, 7)))
+    np.save(tmp_path / "c.npy", np.ones((6, 4), dtype=np.complex64))
+    np.save(tmp_path / "f.npy", two_clusters(6))
+    said = run_cli("preprocess", "--sequences", seq, "--items", items, "--features", f"image={tmp_path / 'f.npy'}",
+                   "--set", "k_core=0", "--set", "n_codes=50", "--out", tmp_path / "a")
+    assert said.exit_code == 0, said.output
+    assert "columns title, price are not used" in said.stderr and "(n_codes=50)" in said.stderr
+    for args, message in ((["--features", f"image={tmp_path / 'c.npy'}"], "complex numbers"),
+                          (["--set", "synthetic_users=5"], "apply to --synthetic only")):
+        result = run_cli("preprocess", "--sequences", seq, "--items", items, "--set", "k_core=0", *args,
+                         "--out", tmp_path / "b")
+        assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+    config = tmp_path / "c.yaml"
+    config.write_text("k_core: 0\nmax_len: 5\nk_core: 2\n")
+    result = run_cli("preprocess", "--sequences", seq, "--config", config, "--out", tmp_path / "c")
+    assert result.exit_code == 2 and "'k_core' given twice" in result.output

@@ -268,8 +268,13 @@ def test_checkpoints_load_with_weights_only(trained_run):
 def test_corrupted_and_mismatched_checkpoints_give_clear_errors(trained_run, tmp_path):
     broken = tmp_path / "broken.pt"
     broken.write_bytes((trained_run / "best.pt").read_bytes()[:500])
-    with pytest.raises(UserError, match="broken.pt: not a readable checkpoint"):
+    with pytest.raises(UserError, match="broken.pt: not a readable mmsr-dgl checkpoint"):
         load_checkpoint(broken)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"format": 2, "model": object()}, foreign)  # loads only with weights_only=False: never advised
+    with pytest.raises(UserError, match="foreign.pt: not a readable mmsr-dgl checkpoint") as err:
+        load_checkpoint(foreign)
+    assert "weights_only" not in str(err.value)
     copy = tmp_path / "copy"
     copy.mkdir()
     config = (trained_run / "config.yaml").read_text().replace("dim: 32", "dim: 16")
@@ -446,7 +451,7 @@ def test_a_run_on_changed_data_is_refused(trained_run, tiny_data, tmp_path):
     assert data_fingerprint(manifest["settings"], manifest["inputs"]) == manifest["fingerprint"]
     changed = data_fingerprint({**manifest["settings"], "n_codes": 7}, manifest["inputs"])
     run_dir = copy_run(trained_run, tmp_path / "run", config_edit=lambda p: p.update(data_fingerprint=changed))
-    with pytest.raises(UserError, match="dataset changed since this run was trained"):
+    with pytest.raises(UserError, match="not the dataset this run was trained on, or it changed since"):
         load_run(run_dir)
 
 
@@ -479,3 +484,47 @@ def test_recommend_and_train_name_bad_arguments(trained_run, tmp_path):
         assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
     with pytest.raises(UserError, match="setting 'lr'"):
         tiny_config(lr=1e300).validate()
+    with pytest.raises(UserError, match="needs 'missing_modality'"):
+        tiny_config(missing_rate=0.5).validate()
+    _, data, _ = load_run(trained_run)
+    first, second = data.user_ids[:2].tolist()
+    (tmp_path / "twice.txt").write_text(f"{first}\n{second}\n{first}\n")
+    result = CliRunner().invoke(main, ["recommend", "--run", str(trained_run), "--out", str(tmp_path / "r.tsv"),
+                                       "--users", str(tmp_path / "twice.txt")])
+    assert result.exit_code == 0 and "for 2 users" in result.output
+
+
+def test_resume_reads_the_runs_own_settings_and_a_finished_run_says_so(tiny_data, tmp_path):
+    run = tmp_path / "run"
+    first = CliRunner().invoke(main, ["train", "--data", str(tiny_data), "--out", str(run), "--epochs", "1",
+                                      "--set", "dim=16", "--set", "lr=0.003"])
+    assert first.exit_code == 0, first.output
+    more = CliRunner().invoke(main, ["train", "--out", str(run), "--resume", "--epochs", "2", "--threads", "1"])
+    assert more.exit_code == 0, more.output
+    assert "resuming" in more.output and load_run(run)[0].dim == 16
+    assert json.loads((run / "results.json").read_text())["epochs_run"] == 2
+    again = CliRunner().invoke(main, ["train", "--out", str(run), "--resume", "--epochs", "2"])
+    assert again.exit_code == 0 and "finished after 2 epochs" in again.output and "resuming" not in again.output
+
+
+def test_a_run_whose_dataset_moved_is_pointed_at_it(trained_run, tiny_data, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    config = (run / "config.yaml").read_text().replace(str(Path(tiny_data).resolve()), str(tmp_path / "gone"))
+    (run / "config.yaml").write_text(config)
+    lost = CliRunner().invoke(main, ["evaluate", "--run", str(run)])
+    assert lost.exit_code == 2 and "is not there (moved or deleted?)" in lost.output and "--data" in lost.output
+    found = CliRunner().invoke(main, ["evaluate", "--run", str(run), "--data", str(tiny_data)])
+    assert found.exit_code == 0, found.output
+    recommended = CliRunner().invoke(main, ["recommend", "--run", str(run), "--data", str(tiny_data), "--out",
+                                            str(tmp_path / "top.tsv")])
+    assert recommended.exit_code == 0 and (tmp_path / "top.tsv").is_file()
+
+
+def test_progress_lines_when_there_is_no_progress_bar(tiny_data, tmp_path, monkeypatch):
+    import mmsr_dgl.training.trainer as trainer
+    monkeypatch.setattr(trainer, "PROGRESS_SECONDS", 0.0)
+    lines = []
+    train(tiny_config(epochs=1), tiny_data, tmp_path / "run", echo=lines.append, progress=False)
+    steps = [line for line in lines if " batches, loss " in line]
+    assert steps and steps[0].startswith("epoch 1: 1 of ") and "samples/s" in steps[0]

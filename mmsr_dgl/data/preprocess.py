@@ -14,7 +14,7 @@ import numpy as np
 from ..errors import UserError
 from .atomic import KIND, check_replaceable, recover, replace_directory
 from .codes import fit_codes
-from .readers import RawData, read_features, read_interactions, read_items, read_sequences
+from .readers import RawData, integer_id, read_features, read_interactions, read_items, read_sequences
 from .synthetic import SyntheticSpec, generate
 
 FORMAT_VERSION = 3
@@ -126,6 +126,11 @@ def preprocess(config: PreprocessConfig, inputs: Inputs, out: str | Path,
     """Build the dataset directory `out`; returns its manifest. Does nothing when `out` is up to date (same inputs
     and settings, its data file as the manifest describes it), unless `force`."""
     inputs.check()
+    if not inputs.synthetic:
+        changed = [f.name for f in dataclasses.fields(config) if f.name.startswith("synthetic_")
+                   and getattr(config, f.name) != f.default]
+        if changed:
+            raise UserError(f"settings {', '.join(changed)} apply to --synthetic only, not to your files")
     out = Path(out)
     settings = {k: v for k, v in dataclasses.asdict(config).items()
                 if inputs.synthetic or not k.startswith("synthetic_")}
@@ -142,7 +147,7 @@ def preprocess(config: PreprocessConfig, inputs: Inputs, out: str | Path,
     check_replaceable(out, OUR_FILES)  # before the expensive work
 
     stages = _Stages(log)
-    raw = _load(inputs, config)
+    raw = _load(inputs, config, log)
     stages.done("read inputs")
     histories, users, item_ids = _filter_and_remap(raw, config.k_core)
     stages.done("k-core and id remap")
@@ -168,6 +173,7 @@ def preprocess(config: PreprocessConfig, inputs: Inputs, out: str | Path,
     fit_mask = _train_items(offsets, seq_items, splits["valid"], len(item_ids) + 1)
     for modality, (matrix, present) in _aligned_features(raw, item_ids).items():
         fit_rows = present & fit_mask if config.fit_codes_on_train else present
+        log(f"  codes: {modality}: k-means, {config.n_codes} codes on {int(fit_rows.sum())} items ...")
         try:
             codes = fit_codes(matrix, present, fit_rows, pca_dim=config.pca_dim, n_codes=config.n_codes,
                               codes_per_item=config.codes_per_item, normalize=config.normalize_features,
@@ -177,6 +183,10 @@ def preprocess(config: PreprocessConfig, inputs: Inputs, out: str | Path,
         arrays[f"codes_{modality}"], arrays[f"centroids_{modality}"] = codes.codes, codes.centroids
         arrays[f"features_{modality}"] = codes.reduced
         code_stats[modality] = codes.stats
+        if codes.stats["n_codes"] < config.n_codes or codes.reduced.shape[1] < config.pca_dim:
+            log(f"  modality '{modality}': {int(fit_rows.sum())} items to fit, {matrix.shape[1]} feature columns: "
+                f"{codes.stats['n_codes']} codes (n_codes={config.n_codes}), {codes.reduced.shape[1]} reduced "
+                f"dimensions (pca_dim={config.pca_dim})")
         stages.done(f"codes: {modality}")
 
     manifest = {
@@ -225,12 +235,20 @@ def _read_manifest(out: Path) -> dict | None:
         return None
 
 
-def _load(inputs: Inputs, config: PreprocessConfig) -> RawData:
+def _load(inputs: Inputs, config: PreprocessConfig, log: Callable[[str], None]) -> RawData:
     if inputs.synthetic:
         return generate(config.synthetic_spec())
     raw = read_sequences(inputs.sequences) if inputs.sequences else read_interactions(inputs.interactions)
     if inputs.items:
         raw.items = read_items(inputs.items)
+        if inputs.sequences:  # integer ids there: the items file's ids in the same canonical form
+            canonical = [integer_id(i) for i in raw.items.ids]
+            if len(set(canonical)) < len(canonical):
+                twice = next(i for i in canonical if canonical.count(i) > 1)
+                raise UserError(f"{inputs.items}: item_id {twice} appears twice (ids such as 007 and 7 are one)")
+            raw.items.ids = canonical
+        if raw.items.ignored:
+            log(f"{inputs.items}: columns {', '.join(raw.items.ignored)} are not used")
         known = set(raw.items.ids)
         for where, history in zip(raw.origin, raw.histories):
             for item in history:

@@ -18,6 +18,7 @@ class ItemTable:
     ids: list[str]
     asin: list[str] | None = None
     has: dict[str, np.ndarray] = field(default_factory=dict)  # modality -> bool [n_rows]
+    ignored: list[str] = field(default_factory=list)  # columns the preprocessing does not read
 
 
 @dataclass
@@ -48,13 +49,18 @@ def _text_file(reader):
     return wrapped
 
 
+def integer_id(token: str) -> str:
+    """The canonical form of an integer id: `007` and `7` are one id."""
+    return str(int(token)) if token.isascii() and token.isdigit() else token
+
+
 @_text_file
 def read_sequences(path: str | Path) -> RawData:
-    """`user item item ...` per line, integer ids, items in chronological order."""
+    """`user item item ...` per line, integer ids (`007` is `7`), items in chronological order."""
     path = Path(path)
     _check_file(path)
     users, histories, origin, seen = [], [], [], set()
-    with path.open() as handle:
+    with path.open(encoding="utf-8-sig") as handle:
         for line_no, line in enumerate(handle, 1):
             tokens = line.split()
             if not tokens:
@@ -64,6 +70,7 @@ def read_sequences(path: str | Path) -> RawData:
             for token in tokens:
                 if not (token.isascii() and token.isdigit()):
                     raise UserError(f"{path}, line {line_no}: id {token!r} is not a non-negative integer")
+            tokens = [integer_id(token) for token in tokens]
             if tokens[0] in seen:
                 raise UserError(f"{path}, line {line_no}: user {tokens[0]} appears on more than one line")
             seen.add(tokens[0])
@@ -114,7 +121,7 @@ def read_interactions(path: str | Path) -> RawData:
     """A RecBole `.inter` TSV (`name:type` header) or the raw Amazon ratings CSV (user,item,rating,timestamp)."""
     path = Path(path)
     _check_file(path)
-    with path.open(newline="") as handle:
+    with path.open(newline="", encoding="utf-8-sig") as handle:
         first = handle.readline()
         handle.seek(0)
         if "\t" in first and ":" in first:
@@ -154,7 +161,7 @@ def read_items(path: str | Path) -> ItemTable:
     path = Path(path)
     _check_file(path)
     csv.field_size_limit(1 << 24)
-    with path.open(newline="") as handle:
+    with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
         header = next(reader, None)
         if not header or "item_id" not in header:
@@ -181,8 +188,9 @@ def read_items(path: str | Path) -> ItemTable:
                 has[modality].append(row[col] == "1")
     if not ids:
         raise UserError(f"{path}: no items in the file")
+    ignored = [h for i, h in enumerate(header) if i != id_col and i != asin_col and i not in has_cols.values()]
     return ItemTable(ids=ids, asin=asin if asin_col is not None else None,
-                     has={m: np.asarray(v, dtype=bool) for m, v in has.items()})
+                     has={m: np.asarray(v, dtype=bool) for m, v in has.items()}, ignored=ignored)
 
 
 def read_features(path: str | Path, modality: str, n_rows: int | None) -> np.ndarray:
@@ -193,12 +201,16 @@ def read_features(path: str | Path, modality: str, n_rows: int | None) -> np.nda
         matrix = np.load(path, allow_pickle=False, mmap_mode="r")  # the header first: a size it cannot back fails
     except (ValueError, OSError, EOFError) as err:
         raise UserError(f"{path}: not a readable .npy array, or shorter than its header says ({err})") from None
+    if isinstance(matrix, np.ndarray) and np.iscomplexobj(matrix):
+        raise UserError(f"{path}: complex numbers ({matrix.dtype}); the '{modality}' features must be real")
     if not isinstance(matrix, np.ndarray):
         raise UserError(f"{path}: an .npz archive, not one .npy matrix; save the '{modality}' features with "
                         f"numpy.save")
     if matrix.ndim != 2 or not np.issubdtype(matrix.dtype, np.number):
         raise UserError(f"{path}: expected a 2-d numeric matrix for '{modality}', got shape {matrix.shape} "
                         f"of {matrix.dtype}")
+    if matrix.shape[1] == 0:
+        raise UserError(f"{path}: the '{modality}' matrix has no columns (shape {matrix.shape})")
     if n_rows is not None and matrix.shape[0] != n_rows:
         raise UserError(f"{path}: {matrix.shape[0]} rows for '{modality}', but the items file has {n_rows} items")
     matrix = np.array(matrix, dtype=np.float32)  # read into memory (a copy of the mapped file)

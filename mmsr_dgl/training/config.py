@@ -58,6 +58,8 @@ class TrainConfig:
             raise UserError(f"settings 'dim' ({self.dim}) must be divisible by 'n_heads' ({self.n_heads})")
         if self.temperature < 0:
             raise UserError("setting 'temperature': must be 0 (dot product) or positive (cosine / temperature)")
+        if self.missing_rate and self.missing_modality is None:
+            raise UserError("setting 'missing_rate': needs 'missing_modality' (which modality goes missing)")
         if not 0 <= self.seed < 2 ** 32:
             raise UserError(f"setting 'seed': must be in [0, 2**32), got {self.seed}")
         if not 0 < self.lr <= 1:

@@ -25,14 +25,16 @@ def read_user_list(path: Path, data: ProcessedData) -> np.ndarray:
     except UnicodeDecodeError as err:
         line = Path(path).read_bytes()[:err.start].count(b"\n") + 1
         raise UserError(f"{path}, line {line}: not UTF-8 text (--users)") from None
-    users = []
+    users, listed = [], set()
     for line_no, line in enumerate(text.splitlines(), 1):
         user = line.strip()
         if not user:
             continue
         if user not in index:
             raise UserError(f"{path}, line {line_no}: unknown user {user!r}")
-        users.append(index[user])
+        if index[user] not in listed:  # a user listed twice is recommended for once
+            listed.add(index[user])
+            users.append(index[user])
     if not users:
         raise UserError(f"{path}: no user ids in the file")
     return np.asarray(users, dtype=np.int64)

@@ -63,7 +63,9 @@ def load_checkpoint(path: Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for truncated or foreign files
-        raise UserError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from None
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        detail = "" if "weights_only" in reason or not reason else f": {reason}"
+        raise UserError(f"{path}: not a readable mmsr-dgl checkpoint ({type(err).__name__}{detail})") from None
     if not isinstance(state, dict) or not isinstance(state.get("format"), int):
         raise UserError(f"{path}: not an mmsr-dgl checkpoint")
     if state["format"] != CHECKPOINT_FORMAT:
@@ -113,17 +115,30 @@ def run_config(settings: dict, path: Path) -> TrainConfig:
     return config
 
 
-def load_run(run_dir: Path, checkpoint: str = "best") -> tuple[TrainConfig, ProcessedData, Recommender]:
-    """Config, dataset and model (weights from `checkpoint`: best or last) of a finished or running run."""
-    run_dir = Path(run_dir)
-    path = run_dir / CONFIG_FILE
+def run_settings(run_dir: Path) -> tuple[TrainConfig, Path]:
+    """The settings a run was trained with and the dataset directory it was trained on."""
+    path = Path(run_dir) / CONFIG_FILE
     if not path.is_file():
         raise UserError(f"{run_dir}: no {CONFIG_FILE}; is this a run directory made by `mmsr-dgl train`?")
     payload = read_run_config(path)
-    config = run_config(payload["config"], path)
-    data = load_data(config, payload["data"])
+    return run_config(payload["config"], path), Path(payload["data"])
+
+
+def load_run(run_dir: Path, checkpoint: str = "best",
+             data_dir: Path | None = None) -> tuple[TrainConfig, ProcessedData, Recommender]:
+    """Config, dataset and model (weights from `checkpoint`: best or last) of a finished or running run;
+    `data_dir`: where its dataset is now, when it moved."""
+    run_dir = Path(run_dir)
+    config, trained_on = run_settings(run_dir)
+    payload = read_run_config(run_dir / CONFIG_FILE)
+    data_dir = Path(data_dir) if data_dir else trained_on
+    if not data_dir.exists():
+        raise UserError(f"{run_dir}: its dataset {data_dir} is not there (moved or deleted?); point at it with "
+                        f"--data DIR")
+    data = load_data(config, data_dir)
     if not data.matches(payload["data_fingerprint"]):
-        raise UserError(f"{payload['data']}: dataset changed since this run was trained (fingerprint mismatch)")
+        raise UserError(f"{data_dir}: not the dataset this run was trained on, or it changed since "
+                        f"(fingerprint mismatch)")
     model = build_model(config, data)
     ckpt_path = run_dir / f"{checkpoint}.pt"
     restore_model(model, load_checkpoint(ckpt_path), ckpt_path)

@@ -123,13 +123,18 @@ def train(config: TrainConfig, data_dir: Path, run_dir: Path, resume: bool = Fal
         if overwrite:
             remove_run(run_dir, keep=(CONFIG_FILE,))
     log = _logger(run_dir, echo)
+    finished = state["epoch"] >= config.epochs or state["bad_epochs"] >= config.patience
+    if resume and finished and read_json(run_dir / RESULTS) is not None:
+        log(f"{run_dir}: finished after {state['epoch']} epochs (best epoch {state['best']['epoch']}); nothing to "
+            f"resume (a larger --epochs continues a run the epoch limit ended)")
+        return read_json(run_dir / RESULTS)
     name = f"mmsr/{config.fusion}" if config.model == "mmsr" else config.model
     log(f"{'resuming' if resume else 'training'} {name} on {data.path} "
         f"({len(data.splits['train'][0])} training samples) from epoch {state['epoch'] + 1}")
 
     while state["epoch"] < config.epochs and state["bad_epochs"] < config.patience:
         epoch = state["epoch"]
-        record = _train_epoch(model, optimizer, data, config, epoch, device, progress)
+        record = _train_epoch(model, optimizer, data, config, epoch, device, progress, log)
         start = time.perf_counter()
         valid = evaluate(model, data, "valid", config.eval_batch_size, config.exclude_seen, device,
                          config.num_workers, progress)
@@ -156,14 +161,18 @@ def train(config: TrainConfig, data_dir: Path, run_dir: Path, resume: bool = Fal
     return _finish(model, data, config, run_dir, state, device, log)
 
 
+PROGRESS_SECONDS = 60.0  # without a progress bar, a progress line this often
+
+
 def _train_epoch(model, optimizer, data: ProcessedData, config: TrainConfig, epoch: int, device: str,
-                 progress: bool) -> dict:
+                 progress: bool, log: Callable[[str], None]) -> dict:
     model.train()
     loader = split_batches(data, model, "train", config.batch_size, shuffle_seed=[config.seed, epoch],
                            num_workers=config.num_workers)
     total, count, start = 0.0, 0, time.perf_counter()
+    said = start
     bar = tqdm(loader, desc=f"epoch {epoch + 1}", leave=False, disable=not progress)
-    for batch in bar:
+    for step, batch in enumerate(bar, 1):
         batch = batch.to(device)
         loss = model.calculate_loss(batch)
         if not torch.isfinite(loss):
@@ -174,7 +183,12 @@ def _train_epoch(model, optimizer, data: ProcessedData, config: TrainConfig, epo
         optimizer.step()
         total += loss.item() * len(batch)
         count += len(batch)
-        bar.set_postfix(loss=f"{total / count:.4f}", samples_per_s=f"{count / (time.perf_counter() - start):.0f}")
+        now = time.perf_counter()
+        bar.set_postfix(loss=f"{total / count:.4f}", samples_per_s=f"{count / (now - start):.0f}")
+        if not progress and now - said >= PROGRESS_SECONDS:
+            said = now
+            log(f"epoch {epoch + 1}: {step} of {len(loader)} batches, loss {total / count:.4f}, "
+                f"{count / (now - start):.0f} samples/s")
     seconds = time.perf_counter() - start
     return {"epoch": epoch + 1, "loss": total / count, "seconds": round(seconds, 2),
             "samples_per_s": round(count / seconds, 1)}
@@ -188,10 +202,6 @@ def _write_metrics(run_dir: Path, history: list[dict]) -> None:
 def _finish(model, data: ProcessedData, config: TrainConfig, run_dir: Path, state: dict, device: str,
             log: Callable[[str], None]) -> dict:
     """Test the best checkpoint once, next to a popularity ranking, and write results.json."""
-    done = read_json(run_dir / RESULTS)
-    if done is not None:
-        log(f"{run_dir}: already finished; test metrics are in {RESULTS}")
-        return done
     best_path = run_dir / "best.pt"
     restore_model(model, load_checkpoint(best_path), best_path)
     test = evaluate(model, data, "test", config.eval_batch_size, config.exclude_seen, device, config.num_workers)
