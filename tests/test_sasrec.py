@@ -2,7 +2,7 @@
 import numpy as np
 import torch
 
-from mmsr_dgl.nn import SASRec, SASRecConfig, make_batch
+from mmsr_dgl.nn import Batch, SASRec, SASRecConfig, make_batch
 from mmsr_dgl.nn.dropout import RandMaskDropout
 
 
@@ -74,3 +74,63 @@ def test_sasrec_batches_build_no_graph(synthetic_data_dir):
     assert batch.graph is None and batch.views == {} and batch.last is None
     assert batch.seq.shape == (32, data.max_len) and batch.targets.shape == (32,)
     assert torch.isfinite(model.calculate_loss(batch))
+
+
+def test_sequence_batches_make_every_position_a_target(synthetic_data_dir):
+    """Each user with a training target once per epoch: inputs the training part of the history (the last max_len
+    items before the validation target but one), targets each input position's next item."""
+    from mmsr_dgl.data import load_processed
+    from mmsr_dgl.training.loader import sequence_batches
+
+    data = load_processed(synthetic_data_dir)
+    batches = list(sequence_batches(data, 64, shuffle_seed=0))
+    users, ends = data.splits["valid"]
+    assert sum(len(b) for b in batches) == int((ends >= 2).sum())
+    train_parts = {tuple(data.seq_items[data.seq_offsets[u]:data.seq_offsets[u] + e][-(data.max_len + 1):])
+                   for u, e in zip(users, ends) if e >= 2}
+    batch = batches[0]
+    assert batch.seq.shape == batch.targets.shape == (64, data.max_len) and batch.graph is None
+    for seq, targets in zip(batch.seq.tolist(), batch.targets.tolist()):
+        items = [i for i in seq if i]
+        nexts = [t for t in targets if t]
+        assert len(items) == len(nexts) and items[1:] == nexts[:-1]  # the next item of each position
+        assert tuple(items[:1] + nexts) in train_parts  # a user's training part, up to the validation target
+    assert [len(b) for b in sequence_batches(data, 64, 0)] == [len(b) for b in batches]
+    assert not torch.equal(next(iter(sequence_batches(data, 64, 1))).seq, batch.seq)  # the seed shuffles
+
+
+def test_all_position_loss_is_the_mean_cross_entropy_of_every_position():
+    torch.manual_seed(0)
+    model = SASRec(SASRecConfig(dim=16, n_layers=1, n_heads=1, dropout=0.0, attn_dropout=0.0), 30, 6).eval()
+    seq = torch.tensor([[0, 0, 3, 4, 5, 6], [0, 0, 0, 0, 0, 7]])
+    targets = torch.tensor([[0, 0, 4, 5, 6, 8], [0, 0, 0, 0, 0, 9]])
+    batch = Batch(seq=seq, targets=targets)
+    hidden = model.hidden(batch, model.item_table())  # [2, 6, d]
+    scores = hidden @ model.item_table().T
+    expected = torch.stack([torch.nn.functional.cross_entropy(scores[b, p].index_fill(0, torch.tensor([0]),
+                                                                                     float("-inf")), targets[b, p])
+                            for b, p in [(0, 2), (0, 3), (0, 4), (0, 5), (1, 5)]]).mean()
+    torch.testing.assert_close(model.calculate_loss(batch), expected)
+
+
+def test_sampled_softmax_scores_the_target_against_uniform_negatives():
+    torch.manual_seed(0)
+    model = SASRec(SASRecConfig(dim=16, n_layers=1, n_heads=1, dropout=0.0, attn_dropout=0.0), 30, 6).eval()
+    query, items = torch.randn(5, 16), model.item_table()
+    targets = torch.tensor([1, 2, 3, 4, 5])
+    model.n_negatives = 28 * 50  # so many draws that every item comes up as a negative
+    torch.manual_seed(1)
+    loss = model.sampled_loss(query, targets, items)
+    # every non-padding item but the target, each drawn about 50 times: close to full cross-entropy with each
+    # competitor counted 50 times, i.e. log-sum-exp shifted by log 50
+    scores = query @ items.T
+    full = torch.logsumexp(torch.cat([scores[torch.arange(5), targets][:, None],
+                                      scores[:, 1:].masked_fill(torch.nn.functional.one_hot(targets, 30)[:, 1:].bool(),
+                                                                float("-inf")) + np.log(50)], 1), 1)
+    expected = (full - scores[torch.arange(5), targets]).mean()
+    assert abs(loss.item() - expected.item()) < 0.05 * expected.item()
+    model.n_negatives = 8
+    batch = make_batch([np.array([1, 2]), np.array([5])], 6, targets=np.array([3, 4]))
+    loss = model.calculate_loss(batch)
+    loss.backward()
+    assert torch.isfinite(loss) and model.item_emb.weight.grad[0].abs().sum() == 0  # padding is never a negative

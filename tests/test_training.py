@@ -528,3 +528,13 @@ def test_progress_lines_when_there_is_no_progress_bar(tiny_data, tmp_path, monke
     train(tiny_config(epochs=1), tiny_data, tmp_path / "run", echo=lines.append, progress=False)
     steps = [line for line in lines if " batches, loss " in line]
     assert steps and steps[0].startswith("epoch 1: 1 of ") and "samples/s" in steps[0]
+
+
+def test_sasrec_trains_on_whole_sequences_with_a_sampled_softmax(tiny_data, tmp_path):
+    results = run_train(tiny_data, tmp_path / "run", model="sasrec", n_layers=1, n_heads=1, dropout=0.2,
+                        attn_dropout=0.2, n_negatives=64, train_on="sequences", epochs=20, patience=20, lr=3e-3)
+    assert results["test"]["ndcg@10"] > 1.1 * results["popularity_test"]["ndcg@10"]
+    with pytest.raises(UserError, match="'train_on'"):
+        tiny_config(train_on="sequences").validate()
+    with pytest.raises(UserError, match="'n_negatives'"):
+        tiny_config(n_negatives=8, readout="mixture").validate()

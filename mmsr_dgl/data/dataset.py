@@ -52,12 +52,14 @@ class ProcessedData:
     def history(self, user: int) -> np.ndarray:
         return self.seq_items[self.seq_offsets[user]:self.seq_offsets[user + 1]]
 
-    def inputs(self, users: np.ndarray, ends: np.ndarray | None = None, full: bool = False) -> list[np.ndarray]:
-        """The last `max_len` items (all of them if `full`) before position `ends[i]` of each user's history
-        (before its end if `ends` is None)."""
+    def inputs(self, users: np.ndarray, ends: np.ndarray | None = None, full: bool = False,
+               window: int | None = None) -> list[np.ndarray]:
+        """The last `window` (default `max_len`) items, or all of them if `full`, before position `ends[i]` of
+        each user's history (before its end if `ends` is None)."""
         starts = self.seq_offsets[users]
         stops = self.seq_offsets[users + 1] if ends is None else starts + ends
-        return [self.seq_items[a if full else max(a, b - self.max_len):b] for a, b in zip(starts, stops)]
+        width = window or self.max_len
+        return [self.seq_items[a if full else max(a, b - width):b] for a, b in zip(starts, stops)]
 
     def targets(self, split: str) -> np.ndarray:
         users, positions = self.splits[split]

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .batch import Batch
@@ -53,6 +54,21 @@ class SASRec(FullSortRecommender):
             nn.init.zeros_(module.bias)
 
     def encode(self, batch: Batch, items: torch.Tensor) -> torch.Tensor:
+        return self.hidden(batch, items)[:, -1]  # [B, d]: the most recent position
+
+    def calculate_loss(self, batch: Batch) -> torch.Tensor:
+        """With `targets` [B, L] (a whole sequence per row, 0 = none) every position predicts its next item."""
+        if batch.targets.dim() == 1:
+            return super().calculate_loss(batch)
+        items = self.item_table()
+        real = batch.targets != 0  # [B, L]
+        query, targets = self.hidden(batch, items)[real], batch.targets[real]  # [N, d], [N]
+        if self.n_negatives:
+            return self.sampled_loss(query, targets, items)
+        return F.cross_entropy(self.scores(query, items), targets)
+
+    def hidden(self, batch: Batch, items: torch.Tensor) -> torch.Tensor:
+        """[B, L, d]: the output at every position of the left-padded `batch.seq` [B, L]."""
         seq = batch.seq  # [B, L], left-padded
         B, L = seq.shape
         x = items[seq] + self.pos_emb.weight[None]  # [B, L, d]
@@ -61,4 +77,4 @@ class SASRec(FullSortRecommender):
         # position i sees real items j <= i; a padding position sees itself, so no row is empty
         allowed = causal[None] & ((seq != 0)[:, None, :] | torch.eye(L, dtype=torch.bool, device=seq.device))
         mask = (~allowed).repeat_interleave(self.n_heads, dim=0)  # [B * heads, L, L], True = blocked
-        return self.encoder(x, mask=mask)[:, -1]  # [B, d]: the most recent position
+        return self.encoder(x, mask=mask)

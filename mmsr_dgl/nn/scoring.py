@@ -26,6 +26,7 @@ class FullSortRecommender(nn.Module):
     item_emb: nn.Embedding
     modalities: list[str]
     temperature: float = 0.0
+    n_negatives: int = 0  # > 0: the training loss is a sampled softmax over the target and this many negatives
 
     def set_item_content(self, codes: dict[str, np.ndarray], features: dict[str, np.ndarray]) -> None:
         """Tell the model the codes (modality -> [n_items, k]) and reduced features (modality -> [n_items, f]) of
@@ -52,12 +53,15 @@ class FullSortRecommender(nn.Module):
         items = self.item_table()  # [n_items, d]
         query = self.encode(batch, items)
         query, log_weights = query if isinstance(query, tuple) else (query, None)  # [B, d] or [B, H, d]
+        return self.scores(query, items), log_weights
+
+    def scores(self, query: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """[..., n_items] scores of queries [..., d] against the item table, padding at -inf."""
         if self.temperature > 0:
             query, items = F.normalize(query, dim=-1) / self.temperature, F.normalize(items, dim=-1)
-        scores = query @ items.T  # [B, n_items] or [B, H, n_items]
+        scores = query @ items.T
         # out of place: an in-place write would make autograd copy the whole [B, n_items] gradient
-        scores = scores.index_fill(-1, torch.zeros(1, dtype=torch.long, device=scores.device), float("-inf"))
-        return scores, log_weights
+        return scores.index_fill(-1, torch.zeros(1, dtype=torch.long, device=scores.device), float("-inf"))
 
     def full_sort_predict(self, batch: Batch) -> torch.Tensor:
         scores, log_weights = self.head_scores(batch)
@@ -65,7 +69,25 @@ class FullSortRecommender(nn.Module):
             return scores
         return torch.logsumexp(log_weights.unsqueeze(-1) + scores.log_softmax(-1), dim=1)  # [B, n_items]
 
+    def sampled_loss(self, query: torch.Tensor, targets: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of each query [N, d] over its target [N] and `n_negatives` items drawn uniformly
+        (padding excluded) for it; a negative that is the target itself is masked out."""
+        negatives = torch.randint(1, len(items), (len(targets), self.n_negatives), device=targets.device)
+        candidates = torch.cat([targets[:, None], negatives], dim=1)  # [N, 1 + K]
+        if self.temperature > 0:
+            query, items = F.normalize(query, dim=-1) / self.temperature, F.normalize(items, dim=-1)
+        logits = torch.einsum("nd,nkd->nk", query, F.embedding(candidates, items))  # [N, 1 + K]
+        logits = logits.masked_fill(torch.cat([torch.zeros_like(targets[:, None], dtype=torch.bool),
+                                               negatives == targets[:, None]], dim=1), float("-inf"))
+        return F.cross_entropy(logits, torch.zeros_like(targets))
+
     def calculate_loss(self, batch: Batch) -> torch.Tensor:
+        if self.n_negatives:
+            items = self.item_table()
+            query = self.encode(batch, items)
+            if isinstance(query, tuple):
+                raise ValueError("a sampled softmax needs one query per history (not a mixture readout)")
+            return self.sampled_loss(query, batch.targets, items)
         scores, log_weights = self.head_scores(batch)
         if log_weights is None:
             return F.cross_entropy(scores, batch.targets)

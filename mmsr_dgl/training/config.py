@@ -25,6 +25,9 @@ class TrainConfig:
     modalities: list[str] | None = None  # None: every modality of the dataset
     missing_modality: str | None = None  # simulate missing data: this modality is dropped ...
     missing_rate: float = 0.0  # ... for this share of the items, in training and evaluation alike
+    n_negatives: int = 0  # 0: full cross-entropy over all items; > 0: sampled softmax with this many negatives
+    train_on: Literal["positions", "sequences"] = "positions"  # a sample per target position, or (SASRec) each
+    # user's training sequence once per epoch with every position a target
     epochs: int = 50
     batch_size: int = 256
     lr: float = 1e-3
@@ -58,6 +61,10 @@ class TrainConfig:
             raise UserError(f"settings 'dim' ({self.dim}) must be divisible by 'n_heads' ({self.n_heads})")
         if self.temperature < 0:
             raise UserError("setting 'temperature': must be 0 (dot product) or positive (cosine / temperature)")
+        if self.train_on == "sequences" and self.model != "sasrec":
+            raise UserError("setting 'train_on': 'sequences' needs model=sasrec (one output per position)")
+        if self.n_negatives < 0 or (self.n_negatives and self.model == "mmsr" and self.readout == "mixture"):
+            raise UserError("setting 'n_negatives': must be >= 0, and 0 with the mixture readout")
         if self.missing_rate and self.missing_modality is None:
             raise UserError("setting 'missing_rate': needs 'missing_modality' (which modality goes missing)")
         if not 0 <= self.seed < 2 ** 32:

@@ -8,7 +8,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..data import ProcessedData
-from ..nn import Batch, Recommender, make_batch
+from ..nn import Batch, Recommender, make_batch, pad_left
 
 
 class _Batches(Dataset):
@@ -32,6 +32,33 @@ class _Batches(Dataset):
         seen = self.data.inputs(self.users[idx], ends, full=True) if self.with_seen else None
         return make_batch(self.data.inputs(self.users[idx], ends), self.data.max_len, self.codes, self.views, targets,
                           seen)
+
+
+class _Sequences(Dataset):
+    """Item i is the i-th batch of users as whole training sequences: inputs = the last `max_len` items before
+    the validation target but one, targets [B, max_len] = each input position's next item (0 = none)."""
+
+    def __init__(self, data: ProcessedData, users: np.ndarray, ends: np.ndarray, order: list[np.ndarray]):
+        self.data, self.users, self.ends, self.order = data, users, ends, order
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __getitem__(self, i: int) -> Batch:
+        idx = self.order[i]
+        windows = self.data.inputs(self.users[idx], self.ends[idx], window=self.data.max_len + 1)
+        return Batch(seq=pad_left([w[:-1] for w in windows], self.data.max_len),
+                     targets=pad_left([w[1:] for w in windows], self.data.max_len))
+
+
+def sequence_batches(data: ProcessedData, batch_size: int, shuffle_seed) -> DataLoader:
+    """Each user with a training target once, as a whole sequence (every position a target), in a seeded order."""
+    users, ends = data.splits["valid"]  # the training part of a history ends before its validation target
+    keep = ends >= 2
+    users, ends = users[keep], ends[keep]
+    index = np.random.default_rng(shuffle_seed).permutation(len(users))
+    order = [index[i:i + batch_size] for i in range(0, len(index), batch_size)]
+    return _loader(_Sequences(data, users, ends, order), 0)
 
 
 def _seed_worker(worker_id: int) -> None:
@@ -60,6 +87,6 @@ def user_batches(data: ProcessedData, model: Recommender, users: np.ndarray, bat
     return _loader(_Batches(data, model, users, None, None, order, with_seen), num_workers)
 
 
-def _loader(dataset: _Batches, num_workers: int) -> DataLoader:
+def _loader(dataset: Dataset, num_workers: int) -> DataLoader:
     return DataLoader(dataset, batch_size=None, shuffle=False, num_workers=num_workers,
                       worker_init_fn=_seed_worker if num_workers else None)

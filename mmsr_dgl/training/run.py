@@ -43,6 +43,12 @@ def check_model_size(config: TrainConfig, data: ProcessedData) -> None:
 
 def build_model(config: TrainConfig, data: ProcessedData) -> Recommender:
     check_model_size(config, data)
+    model = _build(config, data)
+    model.n_negatives = config.n_negatives
+    return model
+
+
+def _build(config: TrainConfig, data: ProcessedData) -> Recommender:
     if config.model == "sasrec":
         return SASRec(config.sasrec(), data.n_items, data.max_len)
     missing = set(config.modalities or []) - set(data.modalities)

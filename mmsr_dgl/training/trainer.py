@@ -19,7 +19,7 @@ from ..data.atomic import is_dataset_dir, write_file_atomic
 from ..errors import UserError
 from .config import TrainConfig
 from .evaluate import evaluate, evaluate_scores
-from .loader import split_batches
+from .loader import sequence_batches, split_batches
 from .run import (
     CONFIG_FILE,
     build_model,
@@ -129,8 +129,9 @@ def train(config: TrainConfig, data_dir: Path, run_dir: Path, resume: bool = Fal
             f"resume (a larger --epochs continues a run the epoch limit ended)")
         return read_json(run_dir / RESULTS)
     name = f"mmsr/{config.fusion}" if config.model == "mmsr" else config.model
-    log(f"{'resuming' if resume else 'training'} {name} on {data.path} "
-        f"({len(data.splits['train'][0])} training samples) from epoch {state['epoch'] + 1}")
+    samples = (f"{int((data.splits['valid'][1] >= 2).sum())} training sequences" if config.train_on == "sequences"
+               else f"{len(data.splits['train'][0])} training samples")
+    log(f"{'resuming' if resume else 'training'} {name} on {data.path} ({samples}) from epoch {state['epoch'] + 1}")
 
     while state["epoch"] < config.epochs and state["bad_epochs"] < config.patience:
         epoch = state["epoch"]
@@ -167,8 +168,9 @@ PROGRESS_SECONDS = 60.0  # without a progress bar, a progress line this often
 def _train_epoch(model, optimizer, data: ProcessedData, config: TrainConfig, epoch: int, device: str,
                  progress: bool, log: Callable[[str], None]) -> dict:
     model.train()
-    loader = split_batches(data, model, "train", config.batch_size, shuffle_seed=[config.seed, epoch],
-                           num_workers=config.num_workers)
+    loader = (sequence_batches(data, config.batch_size, [config.seed, epoch]) if config.train_on == "sequences"
+              else split_batches(data, model, "train", config.batch_size, shuffle_seed=[config.seed, epoch],
+                                 num_workers=config.num_workers))
     total, count, start = 0.0, 0, time.perf_counter()
     said = start
     bar = tqdm(loader, desc=f"epoch {epoch + 1}", leave=False, disable=not progress)
