@@ -23,7 +23,7 @@ from pathlib import Path
 import mmsr_dgl  # noqa: F401  (before torch: it sets DGL's backend and the OpenMP defaults)
 import numpy as np
 import torch
-from toys import ROOT, TRAIN_SETTINGS, has_toys, prepare_toys, toys_dir
+from toys import ROOT, has_toys, prepare_toys, toys_dir
 
 from mmsr_dgl.config import build_config
 from mmsr_dgl.data import PreprocessConfig, load_processed, preprocess
@@ -44,7 +44,7 @@ def prepare(args: argparse.Namespace, scratch: Path) -> Path:
     start = time.perf_counter()
     if has_toys(toys):
         out = Path(args.out)
-        print(f"dataset: Amazon Toys from {toys} (datasets/amazon-toys.yaml {' '.join(args.preprocess_set)}), "
+        print(f"dataset: Amazon Toys from {toys} (default settings {' '.join(args.preprocess_set)}), "
               f"in {out}")
         prepare_toys(toys, out, args.preprocess_set)
     else:
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", help="a preprocessed dataset directory (default: preprocess Amazon Toys)")
     parser.add_argument("--out", default=str(ROOT / "runs" / "bench" / "model-data"),
                         help="where to preprocess Toys when --data is not given; reused when up to date")
-    parser.add_argument("--config", default=str(TRAIN_SETTINGS), help="training settings file ('' for none)")
+    parser.add_argument("--config", default="", help="training settings file (default: none, the code defaults)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="a training setting (model, fusion, dim, n_layers, batch_size, readout, ...)")
     parser.add_argument("--preprocess-set", action="append", default=[], metavar="KEY=VALUE")

@@ -2,9 +2,8 @@
 
     python benchmarks/bench_preprocess.py [TOYS_DIR]
 
-TOYS_DIR defaults to $MMSR_TOYS_DIR, else `shared/data/amazon-toys` beside the repository. Settings:
-datasets/amazon-toys.yaml. Preprocessing runs
-in-process into a temporary directory; peak memory is this process's maximum resident set size, so it includes
+TOYS_DIR defaults to $MMSR_TOYS_DIR, else `shared/data/amazon-toys` beside the repository. Settings: the
+defaults. Preprocessing runs in-process into a temporary directory; peak memory is this process's maximum resident set size, so it includes
 the interpreter and imported libraries. Exit status 1 when a target is missed.
 """
 from __future__ import annotations
@@ -15,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from toys import SETTINGS, has_toys, toys_dir, toys_inputs
+from toys import has_toys, toys_dir, toys_inputs
 
 from mmsr_dgl.config import build_config
 from mmsr_dgl.data.preprocess import PreprocessConfig, preprocess
@@ -32,7 +31,7 @@ def main(argv: list[str]) -> int:
     inputs = toys_inputs(toys)
     with tempfile.TemporaryDirectory(prefix="bench-preprocess-") as tmp:
         start = time.perf_counter()
-        manifest = preprocess(build_config(PreprocessConfig, file=SETTINGS), inputs, Path(tmp) / "toys", log=print)
+        manifest = preprocess(build_config(PreprocessConfig), inputs, Path(tmp) / "toys", log=print)
         seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
     counts = manifest["counts"]

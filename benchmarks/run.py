@@ -5,7 +5,7 @@
     python benchmarks/run.py async --seeds 1 --missing-at-test 0,0.2,0.5,1.0
 
 An experiment is a preset, benchmarks/experiments/NAME.yaml: `train:` (training settings), `preprocess:`
-(overrides of datasets/amazon-toys.yaml), optionally `split:` (loo, the default, or ratio) and
+(preprocessing settings), optionally `split:` (loo, the default, or ratio) and
 `test_after_epochs:` (also test the model as it stands after these epochs, to set beside per-epoch figures
 published elsewhere; checkpoint selection still looks at validation only). Each (experiment, seed) trains into
 runs/bench/<split>/NAME-s<seed> and writes a summary to benchmarks/results/<split>/NAME-s<seed>.json; a run with a
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from toys import ROOT, SETTINGS, prepare_toys, toys_dir
+from toys import ROOT, prepare_toys, toys_dir
 
 from mmsr_dgl.config import build_config
 from mmsr_dgl.data.preprocess import PreprocessConfig
@@ -38,6 +38,7 @@ PRESETS = Path(__file__).resolve().parent / "experiments"
 KEYS = {"train", "preprocess", "split", "test_after_epochs"}
 COLUMNS = ("hr@10", "ndcg@10", "hr@20", "ndcg@20", "mrr@10")
 EARLY_COLUMNS = ("hr@5", "mrr@5", "hr@20", "mrr@20")  # the figures published for the original MMSR code
+POPULARITY = {True: "popularity_seen_excluded.json", False: "popularity.json"}  # by `exclude_seen`
 
 
 def overrides(mapping: dict) -> list[str]:
@@ -58,7 +59,7 @@ def load_preset(path: Path) -> dict:
     preprocess_overrides = overrides(preset.get("preprocess", {})) + [f"split={split}"]
     try:
         build_config(TrainConfig, overrides=train_overrides)
-        build_config(PreprocessConfig, file=SETTINGS, overrides=preprocess_overrides)
+        build_config(PreprocessConfig, overrides=preprocess_overrides)
     except UserError as err:
         raise UserError(f"{path}: {err}") from None
     return {"train": train_overrides, "preprocess": preprocess_overrides, "split": split, "early": epochs}
@@ -94,8 +95,8 @@ def run_one(name: str, seed: int, preset: dict, data_dir: Path, run_dir: Path, s
                **({"early_test": early} if early else {})}
     summary_path.parent.mkdir(parents=True, exist_ok=True)
     summary_path.write_text(json.dumps(summary, indent=1) + "\n")
-    popularity = summary_path.parent / "popularity.json"
-    if not popularity.exists() and "popularity_test" in results:
+    popularity = summary_path.parent / POPULARITY[results["exclude_seen"]]
+    if not popularity.exists():
         popularity.write_text(json.dumps({"experiment": "popularity", "test": results["popularity_test"]}, indent=1)
                               + "\n")
 
@@ -147,9 +148,11 @@ def table(results: Path, names: list[str]) -> str:
             rows = r["early_test"] + [{"after_epochs": f"best ({r['best_epoch']})", "test": r["test"]}]
             early += [f"| {name} s{r['seed']} | {e['after_epochs']} | "
                       + " | ".join(f"{e['test'][c]:.4f}" for c in EARLY_COLUMNS) + " |" for e in rows]
-    if (results / "popularity.json").exists():
-        test = json.loads((results / "popularity.json").read_text())["test"]
-        lines.append("| popularity | - | " + " | ".join(f"{test[c]:.4f}" for c in COLUMNS) + " |" + " |" * 7)
+    for excluded in (True, False):
+        if (results / POPULARITY[excluded]).exists():
+            test = json.loads((results / POPULARITY[excluded]).read_text())["test"]
+            lines.append(f"| popularity (seen items {'excluded' if excluded else 'kept'}) | - | "
+                         + " | ".join(f"{test[c]:.4f}" for c in COLUMNS) + " |" + " |" * 7)
     if early:
         lines += ["", "| run | after epochs | " + " | ".join(EARLY_COLUMNS) + " |", "|---|---|---|---|---|---|", *early]
     return "\n".join(lines)

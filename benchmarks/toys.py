@@ -24,15 +24,11 @@ def toys_inputs(toys: Path) -> Inputs:
                   features={"image": toys / "image_clip_vitb32.npy", "text": toys / "text_clip_vitb32.npy"})
 
 
-SETTINGS = ROOT / "datasets" / "amazon-toys.yaml"  # preprocessing of the Toys default
-TRAIN_SETTINGS = ROOT / "datasets" / "amazon-toys-train.yaml"  # its training settings
-
-
 def prepare_toys(toys: Path, data_dir: Path, overrides: list[str]) -> Path:
-    """Preprocess Toys with datasets/amazon-toys.yaml and these overrides into `data_dir` (does nothing when it is
-    up to date)."""
+    """Preprocess Toys with the default settings and these overrides into `data_dir` (does nothing when it is up
+    to date)."""
     from mmsr_dgl.config import build_config
     from mmsr_dgl.data.preprocess import PreprocessConfig, preprocess
-    config = build_config(PreprocessConfig, file=SETTINGS, overrides=overrides)
+    config = build_config(PreprocessConfig, overrides=overrides)
     preprocess(config, toys_inputs(toys), data_dir, log=lambda m: None)
     return data_dir

@@ -96,7 +96,7 @@ def train(data_dir, run_dir, config_file, overrides, epochs, threads, device, re
     shorthands = [f"{k}={v}" for k, v in (("epochs", epochs), ("threads", threads), ("device", device))
                   if v is not None]
     if resume and (run_dir / CONFIG_FILE).is_file():  # the run's own settings, then what this command changes
-        saved, trained_on = run_settings(run_dir)
+        saved, trained_on, _ = run_settings(run_dir)
         data_dir = data_dir or trained_on
         base = [] if config_file else [f"{k}={json.dumps(v)}" for k, v in dataclasses.asdict(saved).items()]
         config = build_config(TrainConfig, config_file, [*base, *overrides, *shorthands])
@@ -115,7 +115,7 @@ def train(data_dir, run_dir, config_file, overrides, epochs, threads, device, re
 @click.option("--split", type=click.Choice(["valid", "test"]), default="test", show_default=True)
 @click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True)
 @click.option("--exclude-seen/--include-seen", default=None,
-              help="Drop history items (never the target) from the ranking; default: the run's setting (off).")
+              help="Drop history items (never the target) from the ranking; default: the run's setting.")
 @click.option("--drop", "drops", multiple=True, metavar="MODALITY=RATE",
               help="At evaluation only, make this share of items lack the modality; repeatable.")
 @click.option("--data", "data_dir", type=click.Path(path_type=Path), help="The run's dataset, if it moved.")
@@ -145,7 +145,8 @@ def evaluate(run_dir, split, checkpoint, exclude_seen, drops, data_dir) -> None:
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Output file (.tsv or .jsonl).")
 @click.option("--users", "users_file", type=click.Path(path_type=Path), help="Raw user ids, one per line.")
 @click.option("--format", "fmt", type=click.Choice(["tsv", "jsonl"]), help="Default: from the file extension.")
-@click.option("--exclude-seen", is_flag=True, help="Never recommend items already in the user's history.")
+@click.option("--exclude-seen/--include-seen", default=None,
+              help="Never recommend items already in the user's history; default: the run's setting.")
 @click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True)
 @click.option("--data", "data_dir", type=click.Path(path_type=Path), help="The run's dataset, if it moved.")
 def recommend(run_dir, k, out, users_file, fmt, exclude_seen, checkpoint, data_dir) -> None:
@@ -161,7 +162,8 @@ def recommend(run_dir, k, out, users_file, fmt, exclude_seen, checkpoint, data_d
     config, data, model = load_run(run_dir, checkpoint, data_dir)
     users = read_user_list(users_file, data) if users_file else np.arange(len(data.user_ids))
     fmt = fmt or ("jsonl" if out.suffix == ".jsonl" else "tsv")
-    items, scores = run(model, data, users, k, exclude_seen, config.eval_batch_size)
+    exclude = config.exclude_seen if exclude_seen is None else exclude_seen
+    items, scores = run(model, data, users, k, exclude, config.eval_batch_size)
     write_recommendations(out, data, users, items, scores, fmt)
     click.echo(f"{out}: top-{items.shape[1]} for {len(users)} users ({fmt})", err=True)
 

@@ -416,7 +416,7 @@ def test_mixture_readout_mixes_the_two_softmaxes(data, temperature):
 
 @pytest.mark.parametrize("fusion", ["async", "sync"])
 def test_missing_modality_is_finite(data, fusion):
-    model = make_model(data, fusion).eval()
+    model = make_model(data, fusion, readout="last+pool").eval()
     codes = data.codes
     no_image = np.flatnonzero((codes["image"] < 0).all(1))[1:]  # skip the padding row 0
     assert len(no_image) > 0
@@ -555,10 +555,11 @@ def test_item_repr_id_is_the_id_embedding(data):
 
 
 def test_temperature_scores_are_cosine_similarities_over_it(data):
-    model = make_model(data, temperature=0.1).eval()
+    model = make_model(data, temperature=0.1, readout="last+pool").eval()
     batch = train_batch(data, model)
     scores = model.full_sort_predict(batch)
     query, items = model(batch), model.item_table()
     expected = torch.nn.functional.cosine_similarity(query[:, None], items[None], dim=-1) / 0.1
     assert torch.allclose(scores[:, 1:], expected[:, 1:], atol=1e-4)
     assert torch.isinf(scores[:, 0]).all() and scores[:, 1:].abs().max() <= 10 + 1e-4
+

@@ -57,7 +57,7 @@ def test_rand_mask_dropout_is_inverted_dropout():
     assert torch.equal(y[kept], torch.full_like(y[kept], 2.0))  # scaled by 1 / (1 - p)
     assert abs(y.mean().item() - 1.0) < 0.02  # expectation preserved
     assert torch.equal(drop.eval()(x), x)
-    model = SASRec(SASRecConfig(dim=16, dropout=0.3), 30, 8)
+    model = SASRec(SASRecConfig(dim=16, n_layers=2, dropout=0.3), 30, 8)
     hidden = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
     assert len(hidden) == 1 + 3 * 2 and all(isinstance(m, RandMaskDropout) and m.p == 0.3 for m in hidden)
 

@@ -14,6 +14,7 @@ import torch
 from click.testing import CliRunner
 
 from cli.main import main
+from mmsr_dgl.data import load_processed as load_run_data
 from mmsr_dgl.data.preprocess import Inputs, PreprocessConfig, describe_file, preprocess
 from mmsr_dgl.errors import UserError
 from mmsr_dgl.training import TrainConfig, evaluate_scores, train
@@ -32,6 +33,12 @@ def tiny_data(tmp_path_factory) -> Path:
 
 def tiny_config(**overrides) -> TrainConfig:
     return TrainConfig(**{"dim": 32, "epochs": 3, "patience": 3, "batch_size": 128, "lr": 3e-3, **overrides})
+
+
+def assert_named_error(result, message: str, exit_code: int = 2) -> None:
+    """A CLI call that failed with the user's error `message` and no traceback."""
+    assert result.exit_code == exit_code and message in result.output and "Traceback" not in result.output, \
+        result.output
 
 
 def run_train(data: Path, out: Path, **overrides) -> dict:
@@ -92,7 +99,7 @@ def test_training_learns_and_beats_popularity(tiny_data, tmp_path):
 
 def test_sasrec_trains_through_the_same_harness(tiny_data, tmp_path):
     results = run_train(tiny_data, tmp_path / "run", model="sasrec", n_layers=2, epochs=3, dropout=0.1,
-                        attn_dropout=0.1)
+                        attn_dropout=0.1, train_on="positions")
     assert results["test"]["ndcg@10"] > results["popularity_test"]["ndcg@10"]
     _, _, model = load_run(tmp_path / "run")
     assert type(model).__name__ == "SASRec"
@@ -207,7 +214,7 @@ def test_overwrite_keeps_the_old_run_until_everything_is_checked(tiny_data, tmp_
     args = [str(tmp_path / a) if a == "nowhere" else a for a in args]
     result = CliRunner().invoke(main, ["train", "--data", str(tiny_data), "--out", str(run), "--overwrite",
                                        "--epochs", "1", *args])
-    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+    assert_named_error(result, message)
     assert {p.name: p.read_bytes() for p in run.iterdir()} == before
 
 
@@ -281,8 +288,7 @@ def test_corrupted_and_mismatched_checkpoints_give_clear_errors(trained_run, tmp
     (copy / "config.yaml").write_text(config)
     (copy / "best.pt").write_bytes((trained_run / "best.pt").read_bytes())
     result = CliRunner().invoke(main, ["evaluate", "--run", str(copy)])
-    assert result.exit_code != 0 and "does not match the model" in result.output
-    assert "Traceback" not in result.output
+    assert_named_error(result, "does not match the model")
 
 
 def test_evaluate_cli_matches_training_validation(trained_run):
@@ -323,6 +329,21 @@ def test_recommend_writes_top_k_without_seen_items(trained_run, tmp_path):
         assert 0 not in {i for _, i, _ in recs}
 
 
+def test_seen_items_are_excluded_by_default_only_where_nobody_repeats_an_item(tiny_data, tmp_path):
+    assert load_run_data(tiny_data).repeats_items()  # the synthetic users buy some items again
+    assert run_train(tiny_data, tmp_path / "again", epochs=1)["exclude_seen"] is False
+    rng = np.random.default_rng(0)
+    sequences = tmp_path / "sequences.txt"
+    sequences.write_text("".join(f"{u} {' '.join(map(str, rng.choice(np.arange(1, 30), 6, replace=False)))}\n"
+                                 for u in range(60)))
+    once = tmp_path / "once"
+    preprocess(PreprocessConfig(k_core=0, n_codes=4, pca_dim=4), Inputs(sequences=sequences), once,
+               log=lambda m: None)
+    assert not load_run_data(once).repeats_items()
+    assert run_train(once, tmp_path / "excluded", epochs=1)["exclude_seen"] is True
+    assert run_train(once, tmp_path / "kept", epochs=1, exclude_seen=False)["exclude_seen"] is False
+
+
 def test_exclude_seen_covers_histories_longer_than_max_len(tmp_path):
     data_dir = tmp_path / "short"
     preprocess(PreprocessConfig(**TINY, max_len=3), Inputs(synthetic=True), data_dir, log=lambda m: None)
@@ -359,9 +380,12 @@ def test_recommend_jsonl_for_listed_users(trained_run, tmp_path):
 def test_model_specific_settings_default_to_the_chosen_model():
     from mmsr_dgl.config import build_config
     sasrec = build_config(TrainConfig, overrides=["model=sasrec"])
-    assert (sasrec.n_layers, sasrec.dropout, sasrec.attn_dropout, sasrec.temperature) == (2, 0.5, 0.5, 0.0)
+    assert (sasrec.n_layers, sasrec.n_heads, sasrec.dropout, sasrec.attn_dropout, sasrec.temperature) == (1, 1, 0.2,
+                                                                                                        0.2, 0.0)
+    assert (sasrec.n_negatives, sasrec.train_on, sasrec.batch_size) == (0, "sequences", 128)
     mmsr = build_config(TrainConfig)
     assert (mmsr.n_layers, mmsr.dropout, mmsr.attn_dropout, mmsr.temperature) == (1, 0.2, 0.1, 0.1)
+    assert (mmsr.n_negatives, mmsr.train_on, mmsr.batch_size) == (0, "positions", 256)
     assert build_config(TrainConfig, overrides=["model=sasrec", "dropout=0.3"]).dropout == 0.3
 
 
@@ -384,7 +408,7 @@ def test_scientific_notation_settings_parse():
 ])
 def test_train_cli_rejects_bad_settings(tiny_data, tmp_path, args, message):
     result = CliRunner().invoke(main, ["train", "--data", str(tiny_data), "--out", str(tmp_path / "r"), *args])
-    assert result.exit_code != 0 and message in result.output and "Traceback" not in result.output
+    assert_named_error(result, message)
 
 
 def copy_run(trained_run: Path, to: Path, config_edit=None, checkpoint_edit=None) -> Path:
@@ -431,7 +455,7 @@ def test_a_checkpoint_of_an_earlier_format_is_refused_clearly(trained_run, tmp_p
                                         r"version of mmsr-dgl, train again"):
         load_checkpoint(run_dir / "best.pt")
     result = CliRunner().invoke(main, ["evaluate", "--run", str(run_dir)])
-    assert result.exit_code == 2 and "train again" in result.output and "Traceback" not in result.output
+    assert_named_error(result, "train again")
     foreign = copy_run(trained_run, tmp_path / "foreign", checkpoint_edit=lambda state: state.pop("format"))
     with pytest.raises(UserError, match="best.pt: not an mmsr-dgl checkpoint"):
         load_checkpoint(foreign / "best.pt")
@@ -481,7 +505,7 @@ def test_recommend_and_train_name_bad_arguments(trained_run, tmp_path):
     for args, message in ((["--out", tmp_path / "folder"], "is a directory"),
                           (["--out", tmp_path / "r.tsv", "--users", tmp_path / "users.txt"], "line 1: not UTF-8")):
         result = CliRunner().invoke(main, ["recommend", "--run", str(trained_run), *map(str, args)])
-        assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+        assert_named_error(result, message)
     with pytest.raises(UserError, match="setting 'lr'"):
         tiny_config(lr=1e300).validate()
     with pytest.raises(UserError, match="needs 'missing_modality'"):

@@ -79,6 +79,12 @@ class ProcessedData:
         self.features = {**self.features,
                          modality: np.where(dropped[:, None], 0, self.features[modality]).astype(np.float32)}
 
+    def repeats_items(self) -> bool:
+        """Whether some user's history holds an item more than once."""
+        lengths = np.diff(self.seq_offsets)
+        pairs = np.repeat(np.arange(len(lengths), dtype=np.int64), lengths) * self.n_items + self.seq_items
+        return len(np.unique(pairs)) < len(pairs)
+
     def train_popularity(self) -> np.ndarray:
         """Interaction counts per item id over the training part of the histories (before validation)."""
         users, positions = self.splits["valid"]

@@ -20,6 +20,7 @@ from .synthetic import SyntheticSpec, generate
 FORMAT_VERSION = 3
 DATA_FILE = "data.npz"
 MANIFEST = "manifest.json"
+AUTO_ITEMS_PER_CODE, AUTO_MAX_CODES = 3, 4096  # n_codes=0: a code shared by about 3 items (chosen on Toys)
 OUR_FILES = {DATA_FILE, MANIFEST}
 
 
@@ -30,8 +31,8 @@ class PreprocessConfig:
     test_ratio: float = 0.2  # 'ratio' split: share of each history used as test positions
     max_len: int = 50  # longest input history; older items are dropped
     pca_dim: int = 128
-    n_codes: int = 64  # codes (k-means clusters) per modality
-    codes_per_item: int = 3  # links from an item to its nearest codes
+    n_codes: int = 0  # codes (k-means clusters) per modality; 0: one per 3 items, at most 4,096
+    codes_per_item: int = 1  # links from an item to its nearest codes
     normalize_features: bool = True  # L2-normalise feature rows before PCA (CLIP features are cosine-shaped)
     fit_codes_on_train: bool = False  # fit PCA and k-means on items seen in training only
     seed: int = 2023
@@ -52,7 +53,7 @@ class PreprocessConfig:
 
     def validate(self) -> None:
         checks = {"k_core": self.k_core >= 0, "max_len": self.max_len >= 1, "pca_dim": self.pca_dim >= 1,
-                  "n_codes": self.n_codes >= 1, "codes_per_item": self.codes_per_item >= 1,
+                  "n_codes": self.n_codes >= 0, "codes_per_item": self.codes_per_item >= 1,
                   "test_ratio": 0 < self.test_ratio < 1, "synthetic_users": self.synthetic_users >= 1,
                   "synthetic_items": self.synthetic_items >= self.synthetic_groups >= 4,
                   "synthetic_styles": self.synthetic_styles >= 1,
@@ -173,9 +174,10 @@ def preprocess(config: PreprocessConfig, inputs: Inputs, out: str | Path,
     fit_mask = _train_items(offsets, seq_items, splits["valid"], len(item_ids) + 1)
     for modality, (matrix, present) in _aligned_features(raw, item_ids).items():
         fit_rows = present & fit_mask if config.fit_codes_on_train else present
-        log(f"  codes: {modality}: k-means, {config.n_codes} codes on {int(fit_rows.sum())} items ...")
+        n_codes = config.n_codes or min(AUTO_MAX_CODES, max(2, int(fit_rows.sum()) // AUTO_ITEMS_PER_CODE))
+        log(f"  codes: {modality}: k-means, {n_codes} codes on {int(fit_rows.sum())} items ...")
         try:
-            codes = fit_codes(matrix, present, fit_rows, pca_dim=config.pca_dim, n_codes=config.n_codes,
+            codes = fit_codes(matrix, present, fit_rows, pca_dim=config.pca_dim, n_codes=n_codes,
                               codes_per_item=config.codes_per_item, normalize=config.normalize_features,
                               seed=config.seed)
         except ValueError as err:
@@ -183,9 +185,9 @@ def preprocess(config: PreprocessConfig, inputs: Inputs, out: str | Path,
         arrays[f"codes_{modality}"], arrays[f"centroids_{modality}"] = codes.codes, codes.centroids
         arrays[f"features_{modality}"] = codes.reduced
         code_stats[modality] = codes.stats
-        if codes.stats["n_codes"] < config.n_codes or codes.reduced.shape[1] < config.pca_dim:
+        if codes.stats["n_codes"] < n_codes or codes.reduced.shape[1] < config.pca_dim:
             log(f"  modality '{modality}': {int(fit_rows.sum())} items to fit, {matrix.shape[1]} feature columns: "
-                f"{codes.stats['n_codes']} codes (n_codes={config.n_codes}), {codes.reduced.shape[1]} reduced "
+                f"{codes.stats['n_codes']} codes (n_codes={n_codes}), {codes.reduced.shape[1]} reduced "
                 f"dimensions (pca_dim={config.pca_dim})")
         stages.done(f"codes: {modality}")
 

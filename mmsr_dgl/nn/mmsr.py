@@ -23,9 +23,9 @@ class MMSRConfig:
     fusion: str = "async"  # async | homo_first | hetero_first | sync | id_only
     dropout: float = 0.2  # on node embeddings and on each layer's update
     attn_dropout: float = 0.1
-    readout: str = "last+pool"  # last: the last item's node (the paper) | last+pool: plus an attention pool |
+    readout: str = "mixture"  # last: the last item's node (the paper) | last+pool: plus an attention pool |
     # mixture: the `last` and `last+pool` readouts as two queries whose softmaxes over the items are averaged
-    item_repr: str = "id+codes"  # id: item embedding = id embedding (the paper) | id+codes: plus its mean code
+    item_repr: str = "id+codes+features"  # id: item embedding = id embedding (the paper) | id+codes: plus its mean code
     # embedding per modality | id+codes+features: plus a linear map of its reduced features per modality
     temperature: float = 0.1  # 0: dot-product scores (the paper); > 0: cosine similarity / temperature
 

@@ -1,4 +1,5 @@
-"""SASRec (Kang & McAuley 2018), ID-only self-attention baseline, as RecBole configures it.
+"""SASRec (Kang & McAuley 2018), the ID-only self-attention baseline, with RecBole's blocks (PyTorch's post-norm
+encoder layer).
 
 It follows the same contract as MMSR and reads only `batch.seq` (left-padded item ids), so it trains and
 evaluates through the same trainer and metrics.
@@ -18,12 +19,13 @@ from .scoring import FullSortRecommender
 
 @dataclass
 class SASRecConfig:
-    """RecBole's SASRec settings for Amazon data; `TrainConfig(model="sasrec")` takes them as its defaults."""
+    """The eSASRec benchmark's SASRec settings (RecBole's: 2 layers, 2 heads, dropouts 0.5);
+    `TrainConfig(model="sasrec")` takes them as its defaults."""
     dim: int = 64
-    n_layers: int = 2
-    n_heads: int = 2
-    dropout: float = 0.5
-    attn_dropout: float = 0.5
+    n_layers: int = 1
+    n_heads: int = 1
+    dropout: float = 0.2
+    attn_dropout: float = 0.2
     temperature: float = 0.0  # 0: dot-product scores; > 0: cosine similarity / temperature
 
 

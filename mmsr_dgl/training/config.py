@@ -9,43 +9,54 @@ from ..nn import MMSRConfig, SASRecConfig
 from .metrics import KS, METRICS
 
 
+# how each model trains by default: SASRec as the eSASRec benchmark trains it (RecTools' SASRec), with a full
+# softmax, which beat its 256 sampled negatives on Toys validation (BENCHMARKS.md)
+TRAINING_DEFAULTS = {"mmsr": {"n_negatives": 0, "train_on": "positions", "batch_size": 256},
+                     "sasrec": {"n_negatives": 0, "train_on": "sequences", "batch_size": 128}}
+
+
 @dataclass
 class TrainConfig:
     model: Literal["mmsr", "sasrec"] = "mmsr"
     dim: int = 64
-    n_layers: int | None = None  # None (here and below): the chosen model's default, MMSR 1 and SASRec 2
-    n_heads: int = 2  # sasrec only
+    n_layers: int | None = None  # None (here and below): the chosen model's default, MMSR 1 and SASRec 1
+    n_heads: int | None = None  # sasrec only: 1
     fusion: Literal["async", "homo_first", "hetero_first", "sync", "id_only"] = "async"
-    dropout: float | None = None  # MMSR 0.2, SASRec 0.5 (RecBole's)
-    attn_dropout: float | None = None  # MMSR 0.1, SASRec 0.5
-    readout: Literal["last", "last+pool", "mixture"] = "last+pool"  # the paper: last
-    item_repr: Literal["id", "id+codes", "id+codes+features"] = "id+codes"  # the paper: id
+    dropout: float | None = None  # MMSR 0.2, SASRec 0.2
+    attn_dropout: float | None = None  # MMSR 0.1, SASRec 0.2
+    readout: Literal["last", "last+pool", "mixture"] = "mixture"  # the paper: last
+    item_repr: Literal["id", "id+codes", "id+codes+features"] = "id+codes+features"  # the paper: id
     # scores: 0 = dot product (the paper's and RecBole's); > 0 = cosine similarity divided by this. MMSR 0.1, SASRec 0
     temperature: float | None = None
     modalities: list[str] | None = None  # None: every modality of the dataset
     missing_modality: str | None = None  # simulate missing data: this modality is dropped ...
     missing_rate: float = 0.0  # ... for this share of the items, in training and evaluation alike
-    n_negatives: int = 0  # 0: full cross-entropy over all items; > 0: sampled softmax with this many negatives
-    train_on: Literal["positions", "sequences"] = "positions"  # a sample per target position, or (SASRec) each
-    # user's training sequence once per epoch with every position a target
-    epochs: int = 50
-    batch_size: int = 256
+    # 0: full cross-entropy over all items; > 0: sampled softmax with this many negatives
+    n_negatives: int | None = None
+    # a sample per target position (MMSR), or (SASRec only, its default) each user's training sequence once per
+    # epoch with every position a target
+    train_on: Literal["positions", "sequences"] | None = None
+    epochs: int = 24
+    batch_size: int | None = None  # MMSR 256, SASRec 128
     lr: float = 1e-3
     weight_decay: float = 0.0
-    patience: int = 5  # epochs without validation improvement before stopping
+    patience: int = 10  # epochs without validation improvement before stopping
     valid_metric: str = "ndcg@10"
     eval_batch_size: int = 1024
-    exclude_seen: bool = False  # evaluation: drop the user's history items (never the target) from the ranking
+    # evaluation: drop the user's history items (never the target) from the ranking; None: drop them unless some
+    # user of the dataset repeats an item (where nobody does, a seen item can never be the answer)
+    exclude_seen: bool | None = None
     seed: int = 2023
     threads: int = 2
     device: str = "cpu"
     num_workers: int = 0  # data-loader worker processes building graphs
 
     def __post_init__(self) -> None:
-        defaults = SASRecConfig() if self.model == "sasrec" else MMSRConfig()
-        for name in ("n_layers", "dropout", "attn_dropout", "temperature"):
+        sasrec = self.model == "sasrec"
+        defaults = {**vars(SASRecConfig() if sasrec else MMSRConfig()), **TRAINING_DEFAULTS[self.model]}
+        for name in ("n_layers", "n_heads", "dropout", "attn_dropout", "temperature", *TRAINING_DEFAULTS[self.model]):
             if getattr(self, name) is None:
-                setattr(self, name, getattr(defaults, name))
+                setattr(self, name, defaults.get(name, 1))  # MMSR has no heads
 
     def validate(self) -> None:
         names = {f"{m}@{k}" for m in METRICS for k in KS}

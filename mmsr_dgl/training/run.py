@@ -121,13 +121,14 @@ def run_config(settings: dict, path: Path) -> TrainConfig:
     return config
 
 
-def run_settings(run_dir: Path) -> tuple[TrainConfig, Path]:
-    """The settings a run was trained with and the dataset directory it was trained on."""
+def run_settings(run_dir: Path) -> tuple[TrainConfig, Path, str]:
+    """The settings a run was trained with, the dataset directory it was trained on and that dataset's
+    fingerprint."""
     path = Path(run_dir) / CONFIG_FILE
     if not path.is_file():
         raise UserError(f"{run_dir}: no {CONFIG_FILE}; is this a run directory made by `mmsr-dgl train`?")
     payload = read_run_config(path)
-    return run_config(payload["config"], path), Path(payload["data"])
+    return run_config(payload["config"], path), Path(payload["data"]), payload["data_fingerprint"]
 
 
 def load_run(run_dir: Path, checkpoint: str = "best",
@@ -135,14 +136,13 @@ def load_run(run_dir: Path, checkpoint: str = "best",
     """Config, dataset and model (weights from `checkpoint`: best or last) of a finished or running run;
     `data_dir`: where its dataset is now, when it moved."""
     run_dir = Path(run_dir)
-    config, trained_on = run_settings(run_dir)
-    payload = read_run_config(run_dir / CONFIG_FILE)
+    config, trained_on, fingerprint = run_settings(run_dir)
     data_dir = Path(data_dir) if data_dir else trained_on
     if not data_dir.exists():
         raise UserError(f"{run_dir}: its dataset {data_dir} is not there (moved or deleted?); point at it with "
                         f"--data DIR")
     data = load_data(config, data_dir)
-    if not data.matches(payload["data_fingerprint"]):
+    if not data.matches(fingerprint):
         raise UserError(f"{data_dir}: not the dataset this run was trained on, or it changed since "
                         f"(fingerprint mismatch)")
     model = build_model(config, data)

@@ -96,6 +96,8 @@ def train(config: TrainConfig, data_dir: Path, run_dir: Path, resume: bool = Fal
     data = load_data(config, data_dir)
     if not len(data.splits["train"][0]):
         raise UserError(f"{data.path}: the dataset has no training samples; preprocess it with more data")
+    if config.exclude_seen is None:
+        config = dataclasses.replace(config, exclude_seen=not data.repeats_items())
     if is_dataset_dir(run_dir):
         raise UserError(f"{run_dir}: is a dataset directory (preprocess output); choose another --out for the run")
     device = resolve_device(config.device)
@@ -131,7 +133,9 @@ def train(config: TrainConfig, data_dir: Path, run_dir: Path, resume: bool = Fal
     name = f"mmsr/{config.fusion}" if config.model == "mmsr" else config.model
     samples = (f"{int((data.splits['valid'][1] >= 2).sum())} training sequences" if config.train_on == "sequences"
                else f"{len(data.splits['train'][0])} training samples")
-    log(f"{'resuming' if resume else 'training'} {name} on {data.path} ({samples}) from epoch {state['epoch'] + 1}")
+    seen = "excluded from" if config.exclude_seen else "kept in"
+    log(f"{'resuming' if resume else 'training'} {name} on {data.path} ({samples}) from epoch {state['epoch'] + 1}; "
+        f"seen items {seen} the ranking")
 
     while state["epoch"] < config.epochs and state["bad_epochs"] < config.patience:
         epoch = state["epoch"]
