@@ -3,8 +3,8 @@
     python benchmarks/bench_preprocess.py [TOYS_DIR]
 
 TOYS_DIR defaults to $MMSR_TOYS_DIR, else `shared/data/amazon-toys` beside the repository. Settings: the
-defaults. Preprocessing runs in-process into a temporary directory; peak memory is this process's maximum resident set size, so it includes
-the interpreter and imported libraries. Exit status 1 when a target is missed.
+defaults. Preprocessing runs in-process into a temporary directory; peak memory is this process's maximum resident
+set size, so it includes the interpreter and imported libraries. Exit status 1 when a target is missed.
 """
 from __future__ import annotations
 

@@ -3,9 +3,8 @@
     python benchmarks/bench_train.py [--toys DIR] [--config FILE] [--epochs N] [--set key=value ...]
 
 Preprocesses the Toys data with the default settings (cached under runs/bench/toys-data), trains with the default
-settings (or `--config FILE`), and
-prints the figures against their targets: an epoch under 60 s, one full evaluation of all users under 15 s, peak
-memory under 3 GB, a whole run under 30 minutes.
+settings (or `--config FILE`), and prints the figures against their targets: an epoch under 90 s, one full
+evaluation of all users under 15 s, peak memory under 3 GB, a whole run under 45 minutes.
 """
 from __future__ import annotations
 
@@ -54,10 +53,10 @@ def main() -> None:
     print(json.dumps({"config_file": args.config, "config": overrides, "preprocess": args.preprocess_set,
                       "test": results["test"], "popularity_test": results["popularity_test"],
                       "best_epoch": results["best_epoch"], "epochs_run": results["epochs_run"]}, indent=2))
-    print(f"seconds per training epoch: {epoch_s:.1f} (target < 60)")
+    print(f"seconds per training epoch: {epoch_s:.1f} (target < 90)")
     print(f"full evaluation of {len(data.splits['test'][0])} users: {eval_seconds:.1f} s (target < 15)")
     print(f"peak memory: {peak_gb:.2f} GB (target < 3)")
-    print(f"whole run (training, validation, test): {total / 60:.1f} min (target < 30)")
+    print(f"whole run (training, validation, test): {total / 60:.1f} min (target < 45)")
 
 
 if __name__ == "__main__":

@@ -25,8 +25,9 @@ class MMSRConfig:
     attn_dropout: float = 0.1
     readout: str = "mixture"  # last: the last item's node (the paper) | last+pool: plus an attention pool |
     # mixture: the `last` and `last+pool` readouts as two queries whose softmaxes over the items are averaged
-    item_repr: str = "id+codes+features"  # id: item embedding = id embedding (the paper) | id+codes: plus its mean code
-    # embedding per modality | id+codes+features: plus a linear map of its reduced features per modality
+    # id: item embedding = id embedding (the paper) | id+codes: plus its mean code embedding per modality |
+    # id+codes+features: plus a linear map of its reduced features per modality
+    item_repr: str = "id+codes+features"
     temperature: float = 0.1  # 0: dot-product scores (the paper); > 0: cosine similarity / temperature
 
 

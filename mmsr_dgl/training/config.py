@@ -52,9 +52,9 @@ class TrainConfig:
     num_workers: int = 0  # data-loader worker processes building graphs
 
     def __post_init__(self) -> None:
-        sasrec = self.model == "sasrec"
-        defaults = {**vars(SASRecConfig() if sasrec else MMSRConfig()), **TRAINING_DEFAULTS[self.model]}
-        for name in ("n_layers", "n_heads", "dropout", "attn_dropout", "temperature", *TRAINING_DEFAULTS[self.model]):
+        model = SASRecConfig() if self.model == "sasrec" else MMSRConfig()
+        defaults = {**vars(model), **TRAINING_DEFAULTS.get(self.model, {})}
+        for name in ("n_layers", "n_heads", "dropout", "attn_dropout", "temperature", *TRAINING_DEFAULTS["mmsr"]):
             if getattr(self, name) is None:
                 setattr(self, name, defaults.get(name, 1))  # MMSR has no heads
 
