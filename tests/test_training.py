@@ -14,7 +14,7 @@ import torch
 from click.testing import CliRunner
 
 from cli.main import main
-from mmsr_dgl.data import load_processed as load_run_data
+from mmsr_dgl.data import load_processed
 from mmsr_dgl.data.preprocess import Inputs, PreprocessConfig, describe_file, preprocess
 from mmsr_dgl.errors import UserError
 from mmsr_dgl.training import TrainConfig, evaluate_scores, train
@@ -77,7 +77,6 @@ def test_nan_scores_rank_last():
 
 
 def test_constant_score_model_gets_nothing_for_free(tiny_data):
-    from mmsr_dgl.data import load_processed
     data = load_processed(tiny_data)
     metrics = evaluate_scores(np.ones(data.n_items), data, "test")
     assert metrics["hr@20"] == 0.0 and metrics["ndcg@10"] == 0.0  # at or below the K / n_items of chance
@@ -330,7 +329,7 @@ def test_recommend_writes_top_k_without_seen_items(trained_run, tmp_path):
 
 
 def test_seen_items_are_excluded_by_default_only_where_nobody_repeats_an_item(tiny_data, tmp_path):
-    assert load_run_data(tiny_data).repeats_items()  # the synthetic users buy some items again
+    assert load_processed(tiny_data).repeats_items()  # the synthetic users buy some items again
     assert run_train(tiny_data, tmp_path / "again", epochs=1)["exclude_seen"] is False
     rng = np.random.default_rng(0)
     sequences = tmp_path / "sequences.txt"
@@ -339,7 +338,7 @@ def test_seen_items_are_excluded_by_default_only_where_nobody_repeats_an_item(ti
     once = tmp_path / "once"
     preprocess(PreprocessConfig(k_core=0, n_codes=4, pca_dim=4), Inputs(sequences=sequences), once,
                log=lambda m: None)
-    assert not load_run_data(once).repeats_items()
+    assert not load_processed(once).repeats_items()
     assert run_train(once, tmp_path / "excluded", epochs=1)["exclude_seen"] is True
     assert run_train(once, tmp_path / "kept", epochs=1, exclude_seen=False)["exclude_seen"] is False
 

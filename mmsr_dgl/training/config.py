@@ -9,10 +9,9 @@ from ..nn import MMSRConfig, SASRecConfig
 from .metrics import KS, METRICS
 
 
-# how each model trains by default: SASRec as the eSASRec benchmark trains it (RecTools' SASRec), with a full
-# softmax, which beat its 256 sampled negatives on Toys validation (BENCHMARKS.md)
-TRAINING_DEFAULTS = {"mmsr": {"n_negatives": 0, "train_on": "positions", "batch_size": 256},
-                     "sasrec": {"n_negatives": 0, "train_on": "sequences", "batch_size": 128}}
+# how each model trains by default: SASRec as the eSASRec benchmark trains it (RecTools' SASRec)
+TRAINING_DEFAULTS = {"mmsr": {"train_on": "positions", "batch_size": 256},
+                     "sasrec": {"train_on": "sequences", "batch_size": 128}}
 
 
 @dataclass
@@ -31,8 +30,9 @@ class TrainConfig:
     modalities: list[str] | None = None  # None: every modality of the dataset
     missing_modality: str | None = None  # simulate missing data: this modality is dropped ...
     missing_rate: float = 0.0  # ... for this share of the items, in training and evaluation alike
-    # 0: full cross-entropy over all items; > 0: sampled softmax with this many negatives
-    n_negatives: int | None = None
+    # 0: full cross-entropy over all items (for SASRec it beat 256 sampled negatives on Toys validation, BENCHMARKS.md);
+    # > 0: sampled softmax with this many negatives
+    n_negatives: int = 0
     # a sample per target position (MMSR), or (SASRec only, its default) each user's training sequence once per
     # epoch with every position a target
     train_on: Literal["positions", "sequences"] | None = None
