@@ -5,7 +5,8 @@
     python benchmarks/run.py async --seeds 1 --missing-at-test 0,0.2,0.5,1.0
 
 An experiment is a preset, benchmarks/experiments/NAME.yaml: `train:` (training settings), `preprocess:`
-(preprocessing settings), optionally `split:` (loo, the default, or ratio) and
+(preprocessing settings), optionally `split:` (loo, the default, or ratio), `inputs:` (Toys input files replaced:
+`items` or a modality's feature matrix, paths relative to the repository, e.g. the output of `mmsr-dgl encode`) and
 `test_after_epochs:` (also test the model as it stands after these epochs, to set beside per-epoch figures
 published elsewhere; checkpoint selection still looks at validation only). Each (experiment, seed) trains into
 runs/bench/<split>/NAME-s<seed> and writes a summary to benchmarks/results/<split>/NAME-s<seed>.json; a run with a
@@ -35,7 +36,7 @@ from mmsr_dgl.training import TrainConfig, evaluate, train
 from mmsr_dgl.training.run import CONFIG_FILE, load_run
 
 PRESETS = Path(__file__).resolve().parent / "experiments"
-KEYS = {"train", "preprocess", "split", "test_after_epochs"}
+KEYS = {"train", "preprocess", "split", "inputs", "test_after_epochs"}
 COLUMNS = ("hr@10", "ndcg@10", "hr@20", "ndcg@20", "mrr@10")
 EARLY_COLUMNS = ("hr@5", "mrr@5", "hr@20", "mrr@20")  # the figures published for the original MMSR code
 POPULARITY = {True: "popularity_seen_excluded.json", False: "popularity.json"}  # by `exclude_seen`
@@ -52,6 +53,9 @@ def load_preset(path: Path) -> dict:
         raise UserError(f"{path}: expected a mapping with keys among {sorted(KEYS)}")
     if not all(isinstance(preset.get(k, {}), dict) for k in ("train", "preprocess")):
         raise UserError(f"{path}: `train` and `preprocess` must be mappings of settings")
+    inputs = preset.get("inputs", {})
+    if not isinstance(inputs, dict) or not all(isinstance(v, str) for v in inputs.values()):
+        raise UserError(f"{path}: `inputs` must map `items` or a modality to a file")
     split, epochs = preset.get("split", "loo"), preset.get("test_after_epochs", [])
     if split not in ("loo", "ratio") or not all(isinstance(e, int) and e > 0 for e in epochs):
         raise UserError(f"{path}: `split` must be loo or ratio, `test_after_epochs` a list of epochs")
@@ -62,7 +66,8 @@ def load_preset(path: Path) -> dict:
         build_config(PreprocessConfig, overrides=preprocess_overrides)
     except UserError as err:
         raise UserError(f"{path}: {err}") from None
-    return {"train": train_overrides, "preprocess": preprocess_overrides, "split": split, "early": epochs}
+    return {"train": train_overrides, "preprocess": preprocess_overrides, "split": split, "early": epochs,
+            "inputs": {k: ROOT / v for k, v in inputs.items()}}
 
 
 def test_after_epochs(config: TrainConfig, data_dir: Path, run_dir: Path, epochs: list[int]) -> list[dict]:
@@ -87,7 +92,9 @@ def run_one(name: str, seed: int, preset: dict, data_dir: Path, run_dir: Path, s
     results = train(config, data_dir, run_dir, resume=(run_dir / CONFIG_FILE).exists(), echo=print, progress=False)
     history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     summary = {"experiment": name, "seed": seed, "overrides": train_overrides,
-               "preprocess_overrides": preset["preprocess"], **results,
+               "preprocess_overrides": preset["preprocess"],
+               **({"inputs": {k: str(v.relative_to(ROOT)) for k, v in preset["inputs"].items()}} if preset["inputs"]
+                  else {}), **results,
                "valid_ndcg10_per_epoch": [r["valid"]["ndcg@10"] for r in history],
                "epochs": [{"epoch": r["epoch"], "loss": r["loss"], "seconds": r["seconds"]} for r in history],
                "wall_minutes": round((time.perf_counter() - start) / 60, 2),
@@ -194,8 +201,9 @@ def main(argv: list[str] | None = None) -> None:
                             *(f"--set={e}" for e in args.extra)], check=True)
             continue
         preset = presets[name]
-        data_dir = args.data or prepare_toys(args.toys, args.out / ("data-" + "-".join(preset["preprocess"])),
-                                             preset["preprocess"])
+        inputs = preset["inputs"]
+        data_name = "-".join(["data", *preset["preprocess"], *(f"{k}={v.parent.name}" for k, v in inputs.items())])
+        data_dir = args.data or prepare_toys(args.toys, args.out / data_name, preset["preprocess"], inputs)
         run_one(name, seed, preset, data_dir, *paths(name, seed), args.extra)
     if args.missing_at_test:
         rates = [float(r) for r in args.missing_at_test.split(",")]

@@ -19,16 +19,19 @@ def has_toys(toys: Path) -> bool:
     return all((toys / name).is_file() for name in FILES)
 
 
-def toys_inputs(toys: Path) -> Inputs:
-    return Inputs(sequences=toys / "sequences.txt", items=toys / "items.tsv",
-                  features={"image": toys / "image_clip_vitb32.npy", "text": toys / "text_clip_vitb32.npy"})
+def toys_inputs(toys: Path, replaced: dict[str, Path] | None = None) -> Inputs:
+    """Toys' input files, with `replaced` ones (`items`, or a modality -> its feature matrix) swapped in."""
+    replaced = dict(replaced or {})
+    items = replaced.pop("items", toys / "items.tsv")
+    features = {"image": toys / "image_clip_vitb32.npy", "text": toys / "text_clip_vitb32.npy"} | replaced
+    return Inputs(sequences=toys / "sequences.txt", items=items, features=features)
 
 
-def prepare_toys(toys: Path, data_dir: Path, overrides: list[str]) -> Path:
-    """Preprocess Toys with the default settings and these overrides into `data_dir` (does nothing when it is up
-    to date)."""
+def prepare_toys(toys: Path, data_dir: Path, overrides: list[str], replaced: dict[str, Path] | None = None) -> Path:
+    """Preprocess Toys (with `replaced` input files) with the default settings and these overrides into `data_dir`
+    (does nothing when it is up to date)."""
     from mmsr_dgl.config import build_config
     from mmsr_dgl.data.preprocess import PreprocessConfig, preprocess
     config = build_config(PreprocessConfig, overrides=overrides)
-    preprocess(config, toys_inputs(toys), data_dir, log=lambda m: None)
+    preprocess(config, toys_inputs(toys, replaced), data_dir, log=lambda m: None)
     return data_dir

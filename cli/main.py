@@ -1,4 +1,4 @@
-"""The `mmsr-dgl` command line: preprocess, train, evaluate, recommend."""
+"""The `mmsr-dgl` command line: encode, preprocess, train, evaluate, recommend, inspect."""
 from __future__ import annotations
 
 import sys
@@ -41,6 +41,35 @@ def _features(values: tuple[str, ...]) -> dict[str, Path]:
             raise UserError(f"--features: modality '{modality}' given twice")
         features[modality] = Path(path)
     return features
+
+
+@main.command()
+@click.option("--items", "items_path", required=True, type=click.Path(path_type=Path),
+              help="items.tsv: item_id [asin] [text column] ...")
+@click.option("--text-column", default="text", show_default=True, help="The column of item text ('': none).")
+@click.option("--images", "images_dir", type=click.Path(path_type=Path),
+              help="Folder of item images named <asin> or <item_id> (.jpg, .jpeg, .png, .gif, .webp, .bmp).")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Output folder.")
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
+@click.option("--chunk-size", default=1024, show_default=True, type=click.IntRange(min=1),
+              help="Items per chunk kept on disk (what a resumed run does not redo).")
+@click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads (default: torch's).")
+@click.option("--force", is_flag=True, help="Encode again even when the outputs are up to date.")
+@click.option("--progress/--no-progress", default=None, help="Progress bars (default: when stderr is a terminal).")
+def encode(items_path, text_column, images_dir, out, batch_size, chunk_size, threads, force, progress) -> None:
+    """Item text and images to feature matrices (row r = r-th item of --items) for `preprocess --features`;
+    resumes after a kill. Needs the extra: pip install -e '.[encode]'."""
+    import torch
+
+    from mmsr_dgl.encode import encode as run
+
+    if threads:
+        torch.set_num_threads(threads)
+    progress = sys.stderr.isatty() if progress is None else progress
+    summary = run(items_path, out, images_dir, text_column or None, chunk_size, batch_size, force,
+                  log=lambda m: click.echo(m, err=True), progress=progress)
+    features = " ".join(f"--features {m}={out / f'{m}.npy'}" for m in ("image", "text") if m in summary)
+    click.echo(f"next: mmsr-dgl preprocess --items {out / 'items.tsv'} {features} --sequences ... --out ...")
 
 
 @main.command()
@@ -166,6 +195,23 @@ def recommend(run_dir, k, out, users_file, fmt, exclude_seen, checkpoint, data_d
     items, scores = run(model, data, users, k, exclude, config.eval_batch_size)
     write_recommendations(out, data, users, items, scores, fmt)
     click.echo(f"{out}: top-{items.shape[1]} for {len(users)} users ({fmt})", err=True)
+
+
+@main.command()
+@click.option("--run", "run_dir", required=True, type=click.Path(path_type=Path), help="Run directory.")
+@click.option("--out", type=click.Path(path_type=Path), help="Where the pictures go (default: RUN/inspect).")
+@click.option("--user", help="Also draw this user's graph (raw user id) beside their top-10.")
+@click.option("--items", "items_file", type=click.Path(path_type=Path),
+              help="Items file with a text column, for the top-10's text (default: the one preprocessing read).")
+@click.option("--split", type=click.Choice(["valid", "test"]), default="test", show_default=True)
+@click.option("--data", "data_dir", type=click.Path(path_type=Path), help="The run's dataset, if it moved.")
+def inspect(run_dir, out, user, items_file, split, data_dir) -> None:
+    """PNGs of a run: training curves, the update gate, accuracy by history length and target popularity, and
+    with --user one user's MSGraph and top-10; plus inspect.json and summary.txt."""
+    from mmsr_dgl.inspect import inspect as run
+
+    summary = run(run_dir, out, user, items_file, split, data_dir, log=lambda m: click.echo(m, err=True))
+    click.echo((Path(out) if out else Path(run_dir) / "inspect").joinpath("summary.txt").read_text(), nl=False)
 
 
 if __name__ == "__main__":

@@ -75,10 +75,11 @@ class HeterogeneousAttention(nn.Module):
         return {rel: value[rel[0]] for rel in rels}
 
 
-def attend(view: dgl.DGLHeteroGraph, logits: EdgeFeats, values: EdgeFeats, dropout: nn.Module) -> Feats:
+def attend(view: dgl.DGLHeteroGraph, logits: EdgeFeats, values: EdgeFeats,
+           dropout: nn.Module) -> tuple[Feats, EdgeFeats]:
     """Softmax the logits over all in-edges of each node in the view, then one `multi_update_all`: each destination
     node receives the weighted sum of its in-neighbours' values, summed over relations. Returns the destination
-    types' outputs [N_t, d]."""
+    types' outputs [N_t, d] and the attention weights [E_r, 1] (before dropout)."""
     if len(view.canonical_etypes) == 1:  # a one-relation graph: DGL's edge_softmax takes the tensor itself
         (rel,) = view.canonical_etypes
         weights = {rel: edge_softmax(view, logits[rel])}
@@ -91,4 +92,4 @@ def attend(view: dgl.DGLHeteroGraph, logits: EdgeFeats, values: EdgeFeats, dropo
             view.edges[rel].data["a"] = dropout(weights[rel])  # [E_r, 1]
             funcs[rel] = (fn.u_mul_e(f"v{i}", "a", "m"), fn.sum("m", "out"))
         view.multi_update_all(funcs, "sum")
-        return {t: view.nodes[t].data["out"] for t in {dst for _, _, dst in view.canonical_etypes}}
+        return {t: view.nodes[t].data["out"] for t in {dst for _, _, dst in view.canonical_etypes}}, weights

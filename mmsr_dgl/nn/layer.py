@@ -41,6 +41,7 @@ class MMSRLayer(nn.Module):
         self.norm = nn.ModuleDict({t: nn.LayerNorm(dim) for t in ntypes})
         self.dropout = RandMaskDropout(dropout)
         self.attn_dropout = RandMaskDropout(attn_dropout)
+        self.trace: list[tuple[ViewKey, EdgeFeats]] | None = None  # a list: each phase appends its weights
 
     def _phase_views(self, first: str, second: str, into: str | None) -> tuple[ViewKey, ViewKey]:
         """The views of a two-phase order: phase two's relations end at `into`; phase one updates only `into`
@@ -66,8 +67,11 @@ class MMSRLayer(nn.Module):
         """One attention phase on the view `key`: the outputs [N_t, d] of the node types it updates (`key`'s
         destination type, or all); zero for nodes without in-edges, as a sum over no neighbours."""
         view = views[key]
-        out = {} if view is None else attend(view, att.logits(view, scores), att.values(view, values),
-                                             self.attn_dropout)
+        out, weights = {}, {}
+        if view is not None:
+            out, weights = attend(view, att.logits(view, scores), att.values(view, values), self.attn_dropout)
+        if self.trace is not None:
+            self.trace.append((key, weights))
         return {t: out[t] if t in out else torch.zeros_like(values[t])
                 for t in ([key[1]] if key[1] else self.schema.ntypes)}
 

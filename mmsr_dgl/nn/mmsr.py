@@ -163,12 +163,21 @@ class MMSR(FullSortRecommender):
         return pooled
 
     @torch.no_grad()
-    def gates(self, batch: Batch) -> list[dict[str, torch.Tensor]]:
-        """Per layer, node type -> [N_t, 2]: the update gate's weights of orders A and B for every node (fusion
-        async; empty otherwise). The batch needs the views of `graph_spec(all_nodes=True)`."""
+    def explain(self, batch: Batch) -> list[dict]:
+        """Per layer, every node updated: {"gates": node type -> [N_t, 2], the update gate's weights of orders A
+        and B (fusion async; empty otherwise), "attention": [(view key, relation -> [E_r, 1] weights), ...], one
+        entry per phase in the order they ran}. The batch needs the views of `graph_spec(all_nodes=True)`."""
         h = self.node_inputs(batch, self.item_table())
         out = []
         for layer in self.layers:
-            h, gates = layer.update(batch.views, h)
-            out.append(gates)
+            layer.trace = []
+            try:
+                h, gates = layer.update(batch.views, h)
+                out.append({"gates": gates, "attention": layer.trace})
+            finally:
+                layer.trace = None
         return out
+
+    def gates(self, batch: Batch) -> list[dict[str, torch.Tensor]]:
+        """Per layer, node type -> [N_t, 2]: the update gate's weights (see `explain`)."""
+        return [layer["gates"] for layer in self.explain(batch)]

@@ -38,19 +38,27 @@ def evaluate(model: Recommender, data: ProcessedData, split: str, batch_size: in
     return acc.result()
 
 
-def evaluate_scores(item_scores: np.ndarray, data: ProcessedData, split: str, batch_size: int = 1024,
-                    exclude_seen: bool = False) -> dict[str, float]:
-    """The same metrics for a user-independent ranking (e.g. popularity), item_scores [n_items]."""
+def fixed_ranking_ranks(item_scores: np.ndarray, data: ProcessedData, split: str, batch_size: int = 1024,
+                        exclude_seen: bool = False) -> torch.Tensor:
+    """[n_samples]: the target ranks (as `target_ranks`) of a user-independent ranking, item_scores [n_items]."""
     scores_row = torch.as_tensor(item_scores, dtype=torch.float32).clone()
     scores_row[0] = float("-inf")
     users, ends = data.splits[split]
     targets = torch.from_numpy(data.targets(split).astype(np.int64))
-    acc = MetricAccumulator()
+    ranks = []
     for start in range(0, len(users), batch_size):
         stop = min(start + batch_size, len(users))
         scores = scores_row.expand(stop - start, -1)
         if exclude_seen:
             seen = pad_left(data.inputs(users[start:stop], ends[start:stop], full=True))
             scores = mask_seen(scores, seen, targets[start:stop])
-        acc.add(pessimistic_rank(scores, targets[start:stop]))
+        ranks.append(pessimistic_rank(scores, targets[start:stop]))
+    return torch.cat(ranks)
+
+
+def evaluate_scores(item_scores: np.ndarray, data: ProcessedData, split: str, batch_size: int = 1024,
+                    exclude_seen: bool = False) -> dict[str, float]:
+    """The same metrics for a user-independent ranking (e.g. popularity), item_scores [n_items]."""
+    acc = MetricAccumulator()
+    acc.add(fixed_ranking_ranks(item_scores, data, split, batch_size, exclude_seen))
     return acc.result()

@@ -1,0 +1,179 @@
+"""`encode`: item text and images to feature matrices that `preprocess --features` reads as they are.
+
+Items are encoded in chunks of `chunk_size` rows, each kept in `OUT/.partial` once written, so a killed run resumes
+where it stopped; batches are fixed slices of a chunk, so a resumed run writes the same bytes as an uninterrupted
+one. The outputs replace earlier ones only when all are ready, and only in a folder that holds nothing but what
+`encode` wrote.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from tqdm import tqdm
+
+from ..data.atomic import write_file_atomic
+from ..errors import UserError
+from .encoders import ENCODERS
+from .sources import ItemRows, find_images, load_image, read_item_rows
+
+KIND = "mmsr-dgl encode"
+SUMMARY, ITEMS, SKIPPED, PARTIAL = "encode.json", "items.tsv", "skipped.tsv", ".partial"
+OURS = {SUMMARY, ITEMS, SKIPPED, PARTIAL, *(f"{m}.npy" for m in ENCODERS)}
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _fingerprint(items: Path, images: list[Path | None] | None, settings: dict) -> str:
+    """What the outputs depend on: the items file's bytes, each item's image file (name, size, time), settings."""
+    files = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) if p else None for p in images or []]
+    return _sha256(json.dumps([_sha256(items.read_bytes()), files, settings]).encode())
+
+
+def _check_out(out: Path) -> dict | None:
+    """The summary of an earlier `encode` in `out` (None if there is none); refuses a folder holding anything else."""
+    if not out.exists():
+        return None
+    if not out.is_dir():
+        raise UserError(f"{out}: exists and is not a folder; choose another --out")
+    entries = {p.name for p in out.iterdir()}
+    foreign = sorted(entries - OURS)
+    summary = None
+    if SUMMARY in entries:
+        try:
+            summary = json.loads((out / SUMMARY).read_text())
+        except (OSError, ValueError):
+            summary = None
+    ours = (summary or {}).get("kind") == KIND or entries <= {PARTIAL}
+    if foreign or not ours:
+        raise UserError(f"{out}: holds files that encode did not write ({', '.join(foreign or sorted(entries))}); "
+                        f"choose another --out")
+    return summary
+
+
+def _encode_chunk(modality: str, encoder, rows: range, items: ItemRows, images: list[Path | None] | None,
+                  batch_size: int) -> tuple[np.ndarray, list[str]]:
+    """float32 [len(rows), dim] (zero rows where nothing was encoded) and why each row was skipped ('' if not)."""
+    inputs, reasons = [], []
+    for row in rows:
+        if modality == "text":
+            value, reason = items.text(row)
+        elif images[row] is None:
+            value, reason = None, "no image file"
+        else:
+            value, reason = load_image(images[row])
+        inputs.append(value)
+        reasons.append(reason)
+    features = np.zeros((len(rows), encoder.dim), dtype=np.float32)
+    kept = [i for i, value in enumerate(inputs) if value is not None]
+    for start in range(0, len(kept), batch_size):
+        batch = kept[start:start + batch_size]
+        values = [inputs[i] for i in batch]
+        features[batch] = encoder(values if modality == "text" else np.stack(values))
+    return features, reasons
+
+
+def _save_chunk(path: Path, features: np.ndarray, reasons: list[str]) -> None:
+    with path.open("wb") as handle:
+        np.savez(handle, features=features, reasons=np.array([" ".join(r.split()) for r in reasons]))
+
+
+def _write_items(path: Path, items: ItemRows, has: dict[str, np.ndarray]) -> None:
+    """The items file with `has_<modality>` set to what was encoded (columns added where missing)."""
+    header = list(items.header) + [f"has_{m}" for m in has if f"has_{m}" not in items.header]
+    with path.open("wb") as handle:
+        handle.write(("\t".join(header) + "\n").encode())
+        for r, row in enumerate(items.rows):
+            values = dict(zip(items.header, row)) | {f"has_{m}": str(int(flags[r])) for m, flags in has.items()}
+            line = "\t".join(values[h] for h in header) + "\n"  # bytes that were not UTF-8 become U+FFFD
+            handle.write(line.encode("utf-8", "surrogateescape").decode("utf-8", "replace").encode())
+
+
+def encode(items_path: Path, out: Path, images_dir: Path | None = None, text_column: str | None = "text",
+           chunk_size: int = 1024, batch_size: int = 32, force: bool = False,
+           log: Callable[[str], None] = print, progress: bool = False) -> dict:
+    """Encode the text column of `items_path` and/or the images in `images_dir` into `out`; returns the summary."""
+    if chunk_size < 1 or batch_size < 1:
+        raise UserError("chunk size and batch size must be positive")
+    items_path, out = Path(items_path), Path(out)
+    items = read_item_rows(items_path)
+    if text_column and text_column not in items.header:
+        if images_dir is None:
+            raise UserError(f"{items_path}, line 1: no '{text_column}' column for the text (found "
+                            f"{', '.join(items.header)}), and no --images")
+        log(f"{items_path}: no '{text_column}' column; encoding images only")
+        text_column = None
+    items.text_column = items.header.index(text_column) if text_column else None
+    modalities = [m for m, wanted in (("text", text_column), ("image", images_dir)) if wanted]
+    if not modalities:
+        raise UserError("nothing to encode: give a text column or --images")
+    images = find_images(Path(images_dir), items.ids, items.asins) if images_dir else None
+    settings = {"text_column": text_column, "chunk_size": chunk_size, "batch_size": batch_size,
+                "encoders": {m: ENCODERS[m].name for m in modalities}}
+    fingerprint = _fingerprint(items_path, images, settings)
+    earlier = _check_out(out)
+    if earlier and earlier.get("fingerprint") == fingerprint and not force:
+        log(f"{out}: up to date (--force encodes again)")
+        return earlier
+
+    partial = out / PARTIAL
+    state = partial / "settings.json"
+    if partial.exists() and (not state.exists() or json.loads(state.read_text()).get("fingerprint") != fingerprint):
+        log(f"{partial}: chunks of other inputs or settings; starting afresh")
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True, exist_ok=True)
+    write_file_atomic(state, lambda p: p.write_text(json.dumps({"kind": KIND, "fingerprint": fingerprint})))
+
+    n = len(items.rows)
+    summary = {"kind": KIND, "fingerprint": fingerprint, "items": n, **settings}
+    has, skipped = {}, []
+    for modality in modalities:
+        chunks = [range(s, min(s + chunk_size, n)) for s in range(0, n, chunk_size)]
+        paths = [partial / modality / f"{c:05d}.npz" for c in range(len(chunks))]
+        done = sum(p.exists() for p in paths)
+        if done:
+            log(f"{modality}: {done} of {len(chunks)} chunks already encoded")
+        encoder, start, encoded = ENCODERS[modality](), time.perf_counter(), 0
+        bar = tqdm(total=n, initial=sum(len(c) for c, p in zip(chunks, paths) if p.exists()),
+                   desc=f"encode {modality}", unit="item", disable=not progress)
+        for rows, path in zip(chunks, paths):
+            if path.exists():
+                continue
+            features, reasons = _encode_chunk(modality, encoder, rows, items, images, batch_size)
+            write_file_atomic(path, lambda p: _save_chunk(p, features, reasons))
+            encoded += sum(not r for r in reasons)
+            bar.update(len(rows))
+        bar.close()
+        seconds = time.perf_counter() - start
+
+        def assemble(tmp: Path) -> None:  # chunk by chunk into a memory-mapped .npy: memory bounded by a chunk
+            matrix = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, ENCODERS[modality].dim))
+            for rows, path in zip(chunks, paths):
+                with np.load(path) as chunk:
+                    matrix[rows.start:rows.stop] = chunk["features"]
+                    reasons = chunk["reasons"].tolist()
+                has.setdefault(modality, np.zeros(n, dtype=bool))[rows.start:rows.stop] = [not r for r in reasons]
+                skipped.extend((items.ids[rows.start + i], modality, r) for i, r in enumerate(reasons) if r)
+            matrix.flush()
+            del matrix
+        write_file_atomic(out / f"{modality}.npy", assemble)
+        summary[modality] = {"dim": ENCODERS[modality].dim,
+                             "encoded": int(has[modality].sum()), "skipped": int((~has[modality]).sum()),
+                             "items_per_second": round(encoded / seconds, 1) if encoded else None}
+        log(f"{out / f'{modality}.npy'}: {n} x {ENCODERS[modality].dim} ({ENCODERS[modality].name}); "
+            f"{summary[modality]['encoded']} encoded, {summary[modality]['skipped']} without"
+            + (f"; {encoded / seconds:.1f} items/s encoded by this run" if encoded else ""))
+
+    write_file_atomic(out / ITEMS, lambda p: _write_items(p, items, has))
+    write_file_atomic(out / SKIPPED, lambda p: p.write_text(
+        "item_id\tmodality\treason\n" + "".join(f"{i}\t{m}\t{r}\n" for i, m, r in skipped), encoding="utf-8"))
+    write_file_atomic(out / SUMMARY, lambda p: p.write_text(json.dumps(summary, indent=1) + "\n"))
+    shutil.rmtree(partial)
+    return summary

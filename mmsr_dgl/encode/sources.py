@@ -1,0 +1,116 @@
+"""What `encode` reads: the items file (ids, asins, text) and one image per item, with bad input reported."""
+from __future__ import annotations
+
+import csv
+import html
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UserError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp")
+IMAGE_SIZE = 224  # the image encoder's input side
+MIN_SIDE = 8  # a smaller image (a 1x1 placeholder, say) holds no picture of the item
+MAX_PIXELS = 16_384 * 16_384  # larger images are refused unread, a bound on memory (Pillow's own is 89 M)
+
+
+@dataclass
+class ItemRows:
+    """The items file as `encode` needs it: header and rows kept whole, to be written back with `has_` flags."""
+
+    path: Path
+    header: list[str]
+    rows: list[list[str]]
+    line_numbers: list[int]
+    text_column: int | None = None  # the index of the text column, once chosen
+
+    @property
+    def ids(self) -> list[str]:
+        return [row[self.header.index("item_id")] for row in self.rows]
+
+    @property
+    def asins(self) -> list[str] | None:
+        return [row[self.header.index("asin")] for row in self.rows] if "asin" in self.header else None
+
+    def text(self, row: int) -> tuple[str | None, str]:
+        """The row's text (HTML entities decoded), or None and why it cannot be encoded."""
+        raw = self.rows[row][self.text_column].strip()
+        if any("\udc80" <= ch <= "\udcff" for ch in raw):
+            return None, f"text is not UTF-8 ({self.path}, line {self.line_numbers[row]})"
+        text = html.unescape(raw).strip()
+        return (text, "") if text else (None, "empty text")
+
+
+def read_item_rows(path: Path) -> ItemRows:
+    """Tab-separated with a header naming `item_id`. Bytes that are not UTF-8 are kept as escapes: an item's text
+    that has some is then skipped, not the file."""
+    if not path.is_file():
+        raise UserError(f"{path}: file not found")
+    csv.field_size_limit(1 << 24)
+    with path.open(newline="", encoding="utf-8-sig", errors="surrogateescape") as handle:
+        reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
+        header = next(reader, None)
+        if not header or "item_id" not in header:
+            raise UserError(f"{path}, line 1: header must name an 'item_id' column")
+        id_col, rows, lines, seen = header.index("item_id"), [], [], set()
+        for line_no, row in enumerate(reader, 2):
+            if not row:
+                continue
+            if len(row) != len(header):
+                raise UserError(f"{path}, line {line_no}: expected {len(header)} tab-separated fields, got {len(row)}")
+            item = row[id_col].strip()
+            if not item or item in seen or not item.isprintable():
+                raise UserError(f"{path}, line {line_no}: item_id {item!r} is empty, repeated or not UTF-8")
+            seen.add(item)
+            rows.append(row)
+            lines.append(line_no)
+    if not rows:
+        raise UserError(f"{path}: no items in the file")
+    return ItemRows(path, header, rows, lines)
+
+
+def find_images(folder: Path, ids: list[str], asins: list[str] | None) -> list[Path | None]:
+    """Each item's image file in `folder`, named by its asin or else its item_id (None: no image)."""
+    if not folder.is_dir():
+        raise UserError(f"{folder}: not a folder of images")
+    by_stem: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+            if path.stem in by_stem:
+                raise UserError(f"{folder}: two images for '{path.stem}': {by_stem[path.stem].name} and {path.name}")
+            by_stem[path.stem] = path
+    names = zip(asins or [None] * len(ids), ids)
+    return [by_stem.get(asin) if asin in by_stem else by_stem.get(item) for asin, item in names]
+
+
+def load_image(path: Path) -> tuple[np.ndarray | None, str]:
+    """uint8 [224, 224, 3]: the image fitted inside the square on white (first frame of an animation, transparency
+    on white, EXIF orientation applied), or None and why it cannot be used."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+    pillow_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, MAX_PIXELS
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)  # more than MAX_PIXELS
+            with Image.open(path) as image:
+                width, height = image.size
+                if min(width, height) < MIN_SIDE:
+                    return None, f"too small ({width}x{height})"
+                image.draft("RGB", (IMAGE_SIZE, IMAGE_SIZE))  # JPEG: decode at a reduced scale
+                image.seek(0)
+                image = ImageOps.exif_transpose(image)
+                image = image.convert("RGBA")
+                image.thumbnail((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BICUBIC)
+    except UnidentifiedImageError:
+        return None, "not an image file"
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+        return None, f"too large (over {MAX_PIXELS:,} pixels)"
+    except (OSError, SyntaxError, ValueError, EOFError) as err:
+        return None, f"corrupt or truncated image ({err})"
+    finally:
+        Image.MAX_IMAGE_PIXELS = pillow_limit
+    canvas = Image.new("RGBA", (IMAGE_SIZE, IMAGE_SIZE), (255, 255, 255, 255))
+    canvas.alpha_composite(image, ((IMAGE_SIZE - image.width) // 2, (IMAGE_SIZE - image.height) // 2))
+    return np.asarray(canvas.convert("RGB"), dtype=np.uint8), ""

@@ -1,0 +1,159 @@
+"""`inspect`: a trained run's curves, update gate, accuracy by history length and target popularity, one user's
+graph; PNGs, `inspect.json` (the numbers drawn) and `summary.txt`."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..data.atomic import write_file_atomic
+from ..errors import UserError
+from ..nn import make_batch
+from ..training.evaluate import fixed_ranking_ranks, target_ranks
+from ..training.metrics import metric_sums
+from ..training.recommend import recommend
+from ..training.run import load_run, read_json
+from . import figures, usergraph
+
+LENGTH_EDGES = (1, 2, 3, 5, 10, 20, 50)  # history length buckets [1, 2), [2, 3), ..., [50, inf)
+POPULARITY_EDGES = (0, 5, 10, 20, 50, 100, 200)  # target's training interactions
+GATE_HISTORIES = 2000  # test histories the gate is read on (a seeded sample)
+
+
+def bucket_table(values: np.ndarray, edges: tuple[int, ...], ranks: dict[str, torch.Tensor]) -> list[dict]:
+    """Per bucket of `values`: sample count, and HR@10 / NDCG@10 of each ranking (name -> ranks [S])."""
+    index = np.searchsorted(np.asarray(edges), values, side="right") - 1
+    rows = []
+    for b, low in enumerate(edges):
+        mask = torch.from_numpy(index == b)
+        if not mask.any():
+            continue
+        high = edges[b + 1] - 1 if b + 1 < len(edges) else None
+        label = str(low) if high == low else f"{low}-{high}" if high is not None else f"{low}+"
+        row = {"bucket": label, "samples": int(mask.sum())}
+        for name, r in ranks.items():
+            sums = metric_sums(r[mask], ks=(10,))
+            row[name] = {m: sums[m] / row["samples"] for m in ("hr@10", "ndcg@10")}
+        rows.append(row)
+    return rows
+
+
+def gate_weights(model, data, split: str, batch_size: int, seed: int) -> tuple[dict[str, np.ndarray], int]:
+    """Node type -> the gate's weight on order A of every node of (a seeded sample of) the split's histories,
+    first layer."""
+    users, ends = data.splits[split]
+    pick = np.sort(np.random.default_rng(seed).permutation(len(users))[:GATE_HISTORIES])
+    modalities, views = model.graph_spec(all_nodes=True)
+    codes = {m: data.codes[m] for m in modalities}
+    out: dict[str, list[np.ndarray]] = {}
+    model.eval()
+    for start in range(0, len(pick), batch_size):
+        idx = pick[start:start + batch_size]
+        batch = make_batch(data.inputs(users[idx], ends[idx]), data.max_len, codes, views)
+        for ntype, g in model.gates(batch)[0].items():
+            out.setdefault(ntype, []).append(g[:, 0].numpy())
+    return {t: np.concatenate(v) for t, v in out.items()}, len(pick)
+
+
+def item_texts(path: Path | None, column: str = "text") -> dict[str, str]:
+    """Raw item id -> text, from an items file with a text column ({} without one)."""
+    if path is None or not Path(path).is_file():
+        return {}
+    from ..encode.sources import read_item_rows
+    items = read_item_rows(Path(path))
+    if column not in items.header:
+        return {}
+    items.text_column = items.header.index(column)
+    return {item: items.text(r)[0] or "" for r, item in enumerate(items.ids)}
+
+
+def inspect(run_dir: Path, out: Path | None = None, user: str | None = None, items_file: Path | None = None,
+            split: str = "test", data_dir: Path | None = None, log: Callable[[str], None] = print) -> dict:
+    """Write the pictures and summaries of `run_dir` into `out` (default RUN/inspect); returns the numbers."""
+    run_dir = Path(run_dir)
+    out = Path(out) if out else run_dir / "inspect"
+    config, data, model = load_run(run_dir, "best", data_dir)
+    if user is not None and user not in set(data.user_ids.tolist()):
+        raise UserError(f"--user {user!r}: not a user of the run's dataset (ids look like "
+                        f"{', '.join(map(str, data.user_ids[:3]))})")
+    out.mkdir(parents=True, exist_ok=True)
+    summary: dict = {"run": str(run_dir), "split": split, "exclude_seen": config.exclude_seen, "pictures": []}
+    notes = []
+
+    metrics_file = run_dir / "metrics.jsonl"
+    if metrics_file.is_file() and metrics_file.read_text().strip():
+        history = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
+        results = read_json(run_dir / "results.json") or {}
+        best = results.get("best_epoch") or max(history, key=lambda r: r["valid"][config.valid_metric])["epoch"]
+        figures.curves(history, best, out / "curves.png")
+        summary |= {"epochs": len(history), "best_epoch": best, "best_valid": history[best - 1]["valid"]}
+        summary["pictures"].append("curves.png")
+    else:
+        notes.append(f"{metrics_file}: missing or empty, so no training curves")
+
+    if config.model == "mmsr" and config.fusion == "async":
+        weights, n = gate_weights(model, data, split, config.eval_batch_size, config.seed)
+        figures.gates(weights, f"{n:,} {split} histories", out / "gates.png")
+        summary["gate_weight_of_order_a"] = {t: {"mean": float(w.mean()), "nodes": len(w),
+                                                 "quartiles": np.quantile(w, [0.25, 0.5, 0.75]).round(4).tolist()}
+                                             for t, w in weights.items()}
+        summary["pictures"].append("gates.png")
+    else:
+        notes.append(f"no update gate: the {config.model} model"
+                     + (f" with fusion {config.fusion}" if config.model == "mmsr" else "") + " has none (async only)")
+
+    log(f"ranking the {split} targets")
+    ranks = {"model": target_ranks(model, data, split, config.eval_batch_size, config.exclude_seen),
+             "popularity": fixed_ranking_ranks(data.train_popularity(), data, split, config.eval_batch_size,
+                                               config.exclude_seen)}
+    users, ends = data.splits[split]
+    popularity = data.train_popularity()[data.targets(split)]
+    tables = {"by history length": bucket_table(ends, LENGTH_EDGES, ranks),
+              "by target popularity (training interactions)": bucket_table(popularity, POPULARITY_EDGES, ranks)}
+    figures.accuracy(tables, out / "accuracy.png")
+    overall = {name: {m: v / len(r) for m, v in metric_sums(r, ks=(10,)).items() if m != "mrr@10"}
+               for name, r in ranks.items()}
+    summary |= {"overall": overall, "buckets": tables}
+    summary["pictures"].append("accuracy.png")
+
+    if user is not None:
+        index = int(np.flatnonzero(data.user_ids == user)[0])
+        items, scores = recommend(model, data, np.array([index]), 10, config.exclude_seen, 1)
+        top = list(zip(items[0].tolist(), scores[0].tolist()))
+        if model.graph_spec() is None:
+            notes.append(f"--user: the {config.model} model reads no graph, so no picture; its top-10 is below")
+            names = data.item_asin if data.item_asin is not None else data.item_ids
+            summary["user"] = {"user": user, "top": [{"item": str(names[i]), "score": round(s, 4)} for i, s in top]}
+        else:
+            recorded = data.manifest.get("inputs", {}).get("files", {}).get("items", {}).get("path")
+            picture = f"user_{''.join(c if c.isalnum() else '_' for c in user)}.png"
+            summary["user"] = usergraph.draw(model, data, index, top, item_texts(items_file or recorded),
+                                             out / picture)
+            summary["pictures"].append(picture)
+
+    summary["notes"] = notes
+    write_file_atomic(out / "inspect.json", lambda p: p.write_text(json.dumps(summary, indent=1) + "\n"))
+    write_file_atomic(out / "summary.txt", lambda p: p.write_text(summary_text(summary)))
+    return summary
+
+
+def summary_text(s: dict) -> str:
+    lines = [f"run {s['run']}: {s['split']} split, seen items {'excluded' if s['exclude_seen'] else 'kept'}"]
+    if "best_epoch" in s:
+        lines.append(f"selected epoch {s['best_epoch']} of {s['epochs']}: valid HR@10 {s['best_valid']['hr@10']:.4f}, "
+                     f"NDCG@10 {s['best_valid']['ndcg@10']:.4f}")
+    for name, m in s["overall"].items():
+        lines.append(f"{name:>10}: HR@10 {m['hr@10']:.4f}, NDCG@10 {m['ndcg@10']:.4f}")
+    for title, rows in s["buckets"].items():
+        lines.append(f"{title}: " + "; ".join(f"{r['bucket']} ({r['samples']}) HR@10 {r['model']['hr@10']:.3f} vs "
+                                              f"{r['popularity']['hr@10']:.3f}" for r in rows))
+    for t, g in s.get("gate_weight_of_order_a", {}).items():
+        lines.append(f"gate, {t} nodes: weight of order A mean {g['mean']:.3f}, quartiles {g['quartiles']}")
+    if "user" in s:
+        lines.append(f"user {s['user']['user']}: top-10 " + ", ".join(t["item"] for t in s["user"]["top"]))
+    lines += [f"note: {n}" for n in s["notes"]]
+    lines.append("pictures: " + ", ".join(s["pictures"]))
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,93 @@
+"""`mmsr-dgl inspect`: every picture written and non-empty, its numbers those of the run's files; clear messages for
+a run without metrics.jsonl and models without a gate or a graph."""
+import json
+from pathlib import Path
+
+import pytest
+from conftest import run_cli
+
+from mmsr_dgl.data.preprocess import Inputs, PreprocessConfig, preprocess
+from mmsr_dgl.training import TrainConfig, evaluate, train
+from mmsr_dgl.training.run import load_run
+
+TINY = dict(synthetic_users=300, synthetic_items=120, synthetic_groups=6, n_codes=12, pca_dim=16)
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("inspect") / "data"
+    preprocess(PreprocessConfig(**TINY), Inputs(synthetic=True), out, log=lambda m: None)
+    return out
+
+
+def trained(data: Path, run_dir: Path, **settings) -> Path:
+    config = TrainConfig(**{"dim": 16, "epochs": 3, "patience": 3, "batch_size": 128, "lr": 3e-3, **settings})
+    train(config, data, run_dir, echo=lambda m: None, progress=False)
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def async_run(data, tmp_path_factory) -> Path:
+    return trained(data, tmp_path_factory.mktemp("async") / "run")
+
+
+def assert_png(path: Path) -> None:
+    assert path.read_bytes()[:8] == PNG and path.stat().st_size > 10_000, path
+
+
+def test_pictures_and_their_numbers(async_run):
+    result = run_cli("inspect", "--run", async_run, "--user", "1")
+    assert result.exit_code == 0, result.output
+    out = async_run / "inspect"
+    summary = json.loads((out / "inspect.json").read_text())
+    assert summary["pictures"] == ["curves.png", "gates.png", "accuracy.png", "user_1.png"]
+    for name in summary["pictures"]:
+        assert_png(out / name)
+    results = json.loads((async_run / "results.json").read_text())
+    history = [json.loads(line) for line in (async_run / "metrics.jsonl").read_text().splitlines()]
+    assert summary["best_epoch"] == results["best_epoch"] and summary["epochs"] == len(history)
+    assert summary["best_valid"] == results["valid"]
+    for metric in ("hr@10", "ndcg@10"):  # overall and per bucket: the run's own test figures
+        assert summary["overall"]["model"][metric] == pytest.approx(results["test"][metric])
+        assert summary["overall"]["popularity"][metric] == pytest.approx(results["popularity_test"][metric])
+        for rows in summary["buckets"].values():
+            assert sum(r["samples"] for r in rows) == 300
+            mean = sum(r["model"][metric] * r["samples"] for r in rows) / 300
+            assert mean == pytest.approx(results["test"][metric])
+    gates = summary["gate_weight_of_order_a"]
+    assert set(gates) == {"item", "image", "text"} and all(0 < g["mean"] < 1 for g in gates.values())
+    top = summary["user"]["top"]
+    assert len(top) == 10 and summary["user"]["edges"]["heterogeneous"] > 0
+    assert [t["score"] for t in top] == sorted((t["score"] for t in top), reverse=True)
+    assert "selected epoch" in result.stdout and "pictures:" in result.stdout
+
+
+def test_bucket_figures_agree_with_evaluate_on_valid(async_run, tmp_path):
+    assert run_cli("inspect", "--run", async_run, "--split", "valid", "--out", tmp_path).exit_code == 0
+    summary = json.loads((tmp_path / "inspect.json").read_text())
+    config, data, model = load_run(async_run)
+    expected = evaluate(model, data, "valid", exclude_seen=config.exclude_seen)
+    assert summary["overall"]["model"]["ndcg@10"] == pytest.approx(expected["ndcg@10"])
+    assert not (tmp_path / "user_1.png").exists()
+
+
+def test_run_without_metrics_and_models_without_a_gate(data, async_run, tmp_path):
+    sync = trained(data, tmp_path / "sync", fusion="sync")
+    (sync / "metrics.jsonl").unlink()
+    result = run_cli("inspect", "--run", sync, "--user", "2")
+    assert result.exit_code == 0, result.output
+    summary = json.loads((sync / "inspect" / "inspect.json").read_text())
+    assert summary["pictures"] == ["accuracy.png", "user_2.png"]
+    assert any("metrics.jsonl" in n for n in summary["notes"])
+    assert any("no update gate" in n and "sync" in n for n in summary["notes"])
+    sasrec = trained(data, tmp_path / "sasrec", model="sasrec")
+    result = run_cli("inspect", "--run", sasrec, "--user", "2")
+    assert result.exit_code == 0, result.output
+    summary = json.loads((sasrec / "inspect" / "inspect.json").read_text())
+    assert summary["pictures"] == ["curves.png", "accuracy.png"] and len(summary["user"]["top"]) == 10
+    assert any("reads no graph" in n for n in summary["notes"])
+    result = run_cli("inspect", "--run", async_run, "--user", "nobody", "--out", tmp_path / "x")
+    assert result.exit_code == 2 and "'nobody': not a user" in result.output
+    result = run_cli("inspect", "--run", tmp_path / "absent")
+    assert result.exit_code == 2 and "absent" in result.output and "Traceback" not in result.output
