@@ -203,14 +203,15 @@ def recommend(run_dir, k, out, users_file, fmt, exclude_seen, checkpoint, data_d
 @click.option("--user", help="Also draw this user's graph (raw user id) beside their top-10.")
 @click.option("--items", "items_file", type=click.Path(path_type=Path),
               help="Items file with a text column, for the top-10's text (default: the one preprocessing read).")
+@click.option("--text-column", default="text", show_default=True, help="The items file's column of item text.")
 @click.option("--split", type=click.Choice(["valid", "test"]), default="test", show_default=True)
 @click.option("--data", "data_dir", type=click.Path(path_type=Path), help="The run's dataset, if it moved.")
-def inspect(run_dir, out, user, items_file, split, data_dir) -> None:
+def inspect(run_dir, out, user, items_file, text_column, split, data_dir) -> None:
     """PNGs of a run: training curves, the update gate, accuracy by history length and target popularity, and
     with --user one user's MSGraph and top-10; plus inspect.json and summary.txt."""
     from mmsr_dgl.inspect import inspect as run
 
-    summary = run(run_dir, out, user, items_file, split, data_dir, log=lambda m: click.echo(m, err=True))
+    run(run_dir, out, user, items_file, text_column, split, data_dir, log=lambda m: click.echo(m, err=True))
     click.echo((Path(out) if out else Path(run_dir) / "inspect").joinpath("summary.txt").read_text(), nl=False)
 
 

@@ -7,6 +7,8 @@ import signal
 import subprocess
 import sys
 import time
+import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -94,8 +96,13 @@ def test_bad_input_is_reported_not_fatal(tmp_path):
     (images / "truncated.jpg").write_bytes(data[:len(data) // 3])
     (images / "random.jpg").write_bytes(np.random.default_rng(0).bytes(5000))
     (images / "notes.png").write_text("not a picture")
-    names = ["red", "big", "tiny", "cmyk", "clear", "animated", "truncated", "random", "notes", "absent"]
-    texts = [b"Title: a red ball &amp; a bat", b"  ", b"caf\xe9 in Latin-1", *[b"some toy"] * 7]
+    gradient = np.linspace(0, 1, 120 * 160).reshape(120, 160)
+    Image.fromarray((gradient * 65535).astype(np.uint16)).save(images / "deep.png")  # 16 bits per pixel
+    Image.fromarray((gradient * 255).astype(np.uint8)).save(images / "shallow.png")
+    huge_header(images / "huge.png", 12_000, 12_000)
+    names = ["red", "big", "tiny", "cmyk", "clear", "animated", "truncated", "random", "notes", "absent", "deep",
+             "shallow", "huge"]
+    texts = [b"Title: a red ball &amp; a bat", b"  ", b"caf\xe9 in Latin-1", *[b"some toy"] * 10]
     items = tmp_path / "items.tsv"
     items.write_bytes(b"item_id\tasin\ttext\n" + b"".join(f"{i + 1}\t{name}\t".encode() + text + b"\n"
                                                           for i, (name, text) in enumerate(zip(names, texts))))
@@ -107,13 +114,15 @@ def test_bad_input_is_reported_not_fatal(tmp_path):
     assert reasons == {("text", "big"): "empty text", ("text", "tiny"): reasons[("text", "tiny")],
                        ("image", "tiny"): "too small (1x1)", ("image", "truncated"): reasons[("image", "truncated")],
                        ("image", "random"): "not an image file", ("image", "notes"): "not an image file",
-                       ("image", "absent"): "no image file"}
+                       ("image", "absent"): "no image file", ("image", "huge"): "too large (over 120,000,000 pixels)"}
     assert reasons[("text", "tiny")].startswith("text is not UTF-8") and "line 4" in reasons[("text", "tiny")]
     assert reasons[("image", "truncated")].startswith("corrupt or truncated image")
     image, text = np.load(out / "image.npy"), np.load(out / "text.npy")
     assert [bool(np.abs(row).sum()) for row in image] == [("image", n) not in reasons for n in names]
     assert [bool(np.abs(row).sum()) for row in text] == [("text", n) not in reasons for n in names]
     assert not {("image", n) for n in ("red", "big", "cmyk", "clear", "animated")} & set(reasons)
+    deep, shallow = image[names.index("deep")], image[names.index("shallow")]  # 16 bits scaled, not clipped white
+    assert deep @ shallow / np.linalg.norm(deep) / np.linalg.norm(shallow) > 0.99
     # The first frame of the animation is the picture: a red square encodes like a red square.
     save_image(images / "absent.png", (64, 64))
     out2 = tmp_path / "out2"
@@ -122,6 +131,77 @@ def test_bad_input_is_reported_not_fatal(tmp_path):
     header, *rows = (out / "items.tsv").read_text(encoding="utf-8").splitlines()
     assert header.split("\t") == ["item_id", "asin", "text", "has_text", "has_image"]
     assert rows[2].split("\t")[2] == "caf\ufffd in Latin-1"  # written back as UTF-8, so that preprocess reads it
+
+
+def huge_header(path, width: int, height: int) -> None:
+    """A small PNG whose header claims width x height pixels (a decompression bomb's shape)."""
+    from PIL import Image
+    Image.new("L", (8, 8)).save(path)
+    data = bytearray(path.read_bytes())
+    ihdr = bytes(data[12:16]) + width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes(data[24:29])
+    data[16:24] = ihdr[4:12]
+    data[29:33] = zlib.crc32(ihdr).to_bytes(4, "big")
+    path.write_bytes(bytes(data))
+
+
+def small_items(tmp_path, n: int = 12):
+    """n items with text, and an image for each in a folder."""
+    from PIL import Image
+    images = tmp_path / "images"
+    images.mkdir(exist_ok=True)
+    rng = np.random.default_rng(1)
+    for i in range(1, n + 1):
+        Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(images / f"{i}.png")
+    items = tmp_path / "items.tsv"
+    items.write_text("item_id\ttext\n" + "".join(f"{i}\ttoy number {i}\n" for i in range(1, n + 1)))
+    return items, images
+
+
+@needs_extra
+def test_interrupted_runs_resume_and_never_vouch_for_mixed_outputs(tmp_path, monkeypatch):
+    from mmsr_dgl.encode import run as encode_run
+    items, images = small_items(tmp_path)
+    fresh, out = tmp_path / "fresh", tmp_path / "out"
+    assert run_cli("encode", "--items", items, "--images", images, "--out", fresh, "--chunk-size", 4).exit_code == 0
+    calls = {"n": 0}
+    real_load = encode_run.load_image
+
+    def failing_load(path):  # interrupted in the image phase, after the text phase finished
+        calls["n"] += 1
+        if calls["n"] > 6:
+            raise KeyboardInterrupt
+        return real_load(path)
+    monkeypatch.setattr(encode_run, "load_image", failing_load)
+    with pytest.raises(KeyboardInterrupt):
+        encode_run.encode(items, out, images, chunk_size=4, log=lambda m: None)
+    monkeypatch.undo()
+    assert sorted(p.name for p in out.iterdir()) == [".partial"]  # nothing published yet
+    result = run_cli("encode", "--items", items, "--images", images, "--out", out, "--chunk-size", 4)
+    assert result.exit_code == 0 and "chunks already encoded" in result.output
+    for name in ("text.npy", "image.npy", "items.tsv", "skipped.tsv"):
+        assert (out / name).read_bytes() == (fresh / name).read_bytes(), name
+    # Other inputs, killed while publishing: the earlier summary must not call the mix up to date.
+    other = tmp_path / "other.tsv"
+    other.write_text(items.read_text().replace("toy number", "a game"))
+    real_replace, renames = os.replace, {"n": 0}
+
+    def failing_replace(src, dst):  # killed after publishing the first output
+        if Path(dst).parent == out and Path(dst).name != "encode.json":
+            renames["n"] += 1
+            if renames["n"] > 1:
+                raise KeyboardInterrupt
+        real_replace(src, dst)
+    monkeypatch.setattr(encode_run.os, "replace", failing_replace)
+    with pytest.raises(KeyboardInterrupt):
+        encode_run.encode(other, out, images, chunk_size=4, log=lambda m: None)
+    monkeypatch.undo()
+    assert renames["n"] == 2 and not (out / "encode.json").exists()
+    result = run_cli("encode", "--items", items, "--images", images, "--out", out, "--chunk-size", 4)
+    assert result.exit_code == 0 and "up to date" not in result.output
+    for name in ("text.npy", "image.npy", "items.tsv", "skipped.tsv"):
+        assert (out / name).read_bytes() == (fresh / name).read_bytes(), name
+    result = run_cli("encode", "--items", items, "--out", out, "--chunk-size", 4)  # text only: image.npy goes
+    assert result.exit_code == 0 and not (out / "image.npy").exists() and not (out / ".partial").exists()
 
 
 @needs_extra

@@ -55,8 +55,12 @@ def test_pictures_and_their_numbers(async_run):
             assert sum(r["samples"] for r in rows) == 300
             mean = sum(r["model"][metric] * r["samples"] for r in rows) / 300
             assert mean == pytest.approx(results["test"][metric])
-    gates = summary["gate_weight_of_order_a"]
-    assert set(gates) == {"item", "image", "text"} and all(0 < g["mean"] < 1 for g in gates.values())
+    gates = summary["gate_weight_of_order_a"]  # one layer: it updates the item nodes only
+    config, data, _ = load_run(async_run)
+    users, ends = data.splits["test"]  # the 300 test histories, all sampled: one item node per distinct item
+    assert set(gates) == {"item"} and gates["item"]["nodes"] == sum(
+        len(set(h.tolist())) for h in data.inputs(users, ends))
+    assert 0 <= gates["item"]["quartiles"][0] <= gates["item"]["quartiles"][2] <= 1
     top = summary["user"]["top"]
     assert len(top) == 10 and summary["user"]["edges"]["heterogeneous"] > 0
     assert [t["score"] for t in top] == sorted((t["score"] for t in top), reverse=True)
@@ -87,6 +91,16 @@ def test_run_without_metrics_and_models_without_a_gate(data, async_run, tmp_path
     summary = json.loads((sasrec / "inspect" / "inspect.json").read_text())
     assert summary["pictures"] == ["curves.png", "accuracy.png"] and len(summary["user"]["top"]) == 10
     assert any("reads no graph" in n for n in summary["notes"])
+    no_modalities = trained(data, tmp_path / "no_modalities", modalities=[])  # async, but nothing to fuse
+    result = run_cli("inspect", "--run", no_modalities)
+    assert result.exit_code == 0, result.output
+    assert "fusion homo_only has none" in result.output
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "curves.png").write_text("a file of the user's")
+    result = run_cli("inspect", "--run", async_run, "--out", mine)
+    assert result.exit_code == 2 and "inspect did not write (curves.png)" in result.output
+    assert (mine / "curves.png").read_text() == "a file of the user's"
     result = run_cli("inspect", "--run", async_run, "--user", "nobody", "--out", tmp_path / "x")
     assert result.exit_code == 2 and "'nobody': not a user" in result.output
     result = run_cli("inspect", "--run", tmp_path / "absent")

@@ -2,13 +2,14 @@
 
 Items are encoded in chunks of `chunk_size` rows, each kept in `OUT/.partial` once written, so a killed run resumes
 where it stopped; batches are fixed slices of a chunk, so a resumed run writes the same bytes as an uninterrupted
-one. The outputs replace earlier ones only when all are ready, and only in a folder that holds nothing but what
-`encode` wrote.
+one (with the same number of threads). The outputs replace earlier ones only when all are ready, and only in a
+folder that holds nothing but what `encode` wrote.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -37,24 +38,30 @@ def _fingerprint(items: Path, images: list[Path | None] | None, settings: dict) 
     return _sha256(json.dumps([_sha256(items.read_bytes()), files, settings]).encode())
 
 
-def _check_out(out: Path) -> dict | None:
-    """The summary of an earlier `encode` in `out` (None if there is none); refuses a folder holding anything else."""
+def _read_kind(path: Path) -> dict:
+    try:
+        found = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) and found.get("kind") == KIND else {}
+
+
+def _check_out(out: Path) -> dict:
+    """The summary of an earlier finished `encode` in `out` ({} if none); refuses a folder that holds anything
+    `encode` did not write, and removes the temporary files of a killed one."""
     if not out.exists():
-        return None
+        return {}
     if not out.is_dir():
         raise UserError(f"{out}: exists and is not a folder; choose another --out")
-    entries = {p.name for p in out.iterdir()}
-    foreign = sorted(entries - OURS)
-    summary = None
-    if SUMMARY in entries:
-        try:
-            summary = json.loads((out / SUMMARY).read_text())
-        except (OSError, ValueError):
-            summary = None
-    ours = (summary or {}).get("kind") == KIND or entries <= {PARTIAL}
-    if foreign or not ours:
-        raise UserError(f"{out}: holds files that encode did not write ({', '.join(foreign or sorted(entries))}); "
+    entries = sorted(p.name for p in out.iterdir())
+    leftovers = [e for e in entries if e.startswith(".") and e.partition(".tmp-")[0][1:] in OURS and ".tmp-" in e]
+    foreign = [e for e in entries if e not in OURS and e not in leftovers]
+    summary = _read_kind(out / SUMMARY)
+    if foreign or (entries and not summary and not _read_kind(out / PARTIAL / "settings.json")):
+        raise UserError(f"{out}: holds files that encode did not write ({', '.join(foreign or entries)}); "
                         f"choose another --out")
+    for name in leftovers:
+        (out / name).unlink()
     return summary
 
 
@@ -119,16 +126,18 @@ def encode(items_path: Path, out: Path, images_dir: Path | None = None, text_col
                 "encoders": {m: ENCODERS[m].name for m in modalities}}
     fingerprint = _fingerprint(items_path, images, settings)
     earlier = _check_out(out)
-    if earlier and earlier.get("fingerprint") == fingerprint and not force:
+    outputs = [f"{m}.npy" for m in modalities] + [ITEMS, SKIPPED]
+    if earlier.get("fingerprint") == fingerprint and all((out / o).is_file() for o in outputs) and not force:
+        shutil.rmtree(out / PARTIAL, ignore_errors=True)  # what a kill after the last rename left
         log(f"{out}: up to date (--force encodes again)")
         return earlier
 
-    partial = out / PARTIAL
+    partial, ready = out / PARTIAL, out / PARTIAL / "ready"
     state = partial / "settings.json"
-    if partial.exists() and (not state.exists() or json.loads(state.read_text()).get("fingerprint") != fingerprint):
+    if partial.exists() and _read_kind(state).get("fingerprint") != fingerprint:
         log(f"{partial}: chunks of other inputs or settings; starting afresh")
         shutil.rmtree(partial)
-    partial.mkdir(parents=True, exist_ok=True)
+    ready.mkdir(parents=True, exist_ok=True)
     write_file_atomic(state, lambda p: p.write_text(json.dumps({"kind": KIND, "fingerprint": fingerprint})))
 
     n = len(items.rows)
@@ -140,18 +149,20 @@ def encode(items_path: Path, out: Path, images_dir: Path | None = None, text_col
         done = sum(p.exists() for p in paths)
         if done:
             log(f"{modality}: {done} of {len(chunks)} chunks already encoded")
-        encoder, start, encoded = ENCODERS[modality](), time.perf_counter(), 0
+        encoder, seconds, encoded = None, 0.0, 0
         bar = tqdm(total=n, initial=sum(len(c) for c, p in zip(chunks, paths) if p.exists()),
                    desc=f"encode {modality}", unit="item", disable=not progress)
         for rows, path in zip(chunks, paths):
             if path.exists():
                 continue
+            encoder = encoder or ENCODERS[modality]()  # loaded only when something is left to encode
+            start = time.perf_counter()
             features, reasons = _encode_chunk(modality, encoder, rows, items, images, batch_size)
+            seconds += time.perf_counter() - start
             write_file_atomic(path, lambda p: _save_chunk(p, features, reasons))
             encoded += sum(not r for r in reasons)
             bar.update(len(rows))
         bar.close()
-        seconds = time.perf_counter() - start
 
         def assemble(tmp: Path) -> None:  # chunk by chunk into a memory-mapped .npy: memory bounded by a chunk
             matrix = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, ENCODERS[modality].dim))
@@ -163,7 +174,7 @@ def encode(items_path: Path, out: Path, images_dir: Path | None = None, text_col
                 skipped.extend((items.ids[rows.start + i], modality, r) for i, r in enumerate(reasons) if r)
             matrix.flush()
             del matrix
-        write_file_atomic(out / f"{modality}.npy", assemble)
+        write_file_atomic(ready / f"{modality}.npy", assemble)
         summary[modality] = {"dim": ENCODERS[modality].dim,
                              "encoded": int(has[modality].sum()), "skipped": int((~has[modality]).sum()),
                              "items_per_second": round(encoded / seconds, 1) if encoded else None}
@@ -171,9 +182,16 @@ def encode(items_path: Path, out: Path, images_dir: Path | None = None, text_col
             f"{summary[modality]['encoded']} encoded, {summary[modality]['skipped']} without"
             + (f"; {encoded / seconds:.1f} items/s encoded by this run" if encoded else ""))
 
-    write_file_atomic(out / ITEMS, lambda p: _write_items(p, items, has))
-    write_file_atomic(out / SKIPPED, lambda p: p.write_text(
+    write_file_atomic(ready / ITEMS, lambda p: _write_items(p, items, has))
+    write_file_atomic(ready / SKIPPED, lambda p: p.write_text(
         "item_id\tmodality\treason\n" + "".join(f"{i}\t{m}\t{r}\n" for i, m, r in skipped), encoding="utf-8"))
+    # Publish: the summary goes first and comes back last, so a kill in between leaves no summary that vouches for
+    # a mix of old and new outputs (the next run publishes again from the chunks kept).
+    (out / SUMMARY).unlink(missing_ok=True)
+    for name in outputs:
+        os.replace(ready / name, out / name)
+    for stale in (f"{m}.npy" for m in ENCODERS if m not in modalities):
+        (out / stale).unlink(missing_ok=True)
     write_file_atomic(out / SUMMARY, lambda p: p.write_text(json.dumps(summary, indent=1) + "\n"))
     shutil.rmtree(partial)
     return summary

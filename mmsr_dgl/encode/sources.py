@@ -14,7 +14,7 @@ from ..errors import UserError
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp")
 IMAGE_SIZE = 224  # the image encoder's input side
 MIN_SIDE = 8  # a smaller image (a 1x1 placeholder, say) holds no picture of the item
-MAX_PIXELS = 16_384 * 16_384  # larger images are refused unread, a bound on memory (Pillow's own is 89 M)
+MAX_PIXELS = 120_000_000  # larger images are refused unread: one decoded image stays under 0.5 GB
 
 
 @dataclass
@@ -25,15 +25,9 @@ class ItemRows:
     header: list[str]
     rows: list[list[str]]
     line_numbers: list[int]
+    ids: list[str]
+    asins: list[str] | None
     text_column: int | None = None  # the index of the text column, once chosen
-
-    @property
-    def ids(self) -> list[str]:
-        return [row[self.header.index("item_id")] for row in self.rows]
-
-    @property
-    def asins(self) -> list[str] | None:
-        return [row[self.header.index("asin")] for row in self.rows] if "asin" in self.header else None
 
     def text(self, row: int) -> tuple[str | None, str]:
         """The row's text (HTML entities decoded), or None and why it cannot be encoded."""
@@ -69,21 +63,26 @@ def read_item_rows(path: Path) -> ItemRows:
             lines.append(line_no)
     if not rows:
         raise UserError(f"{path}: no items in the file")
-    return ItemRows(path, header, rows, lines)
+    asins = [row[header.index("asin")] for row in rows] if "asin" in header else None
+    return ItemRows(path, header, rows, lines, [row[id_col].strip() for row in rows], asins)
 
 
 def find_images(folder: Path, ids: list[str], asins: list[str] | None) -> list[Path | None]:
     """Each item's image file in `folder`, named by its asin or else its item_id (None: no image)."""
     if not folder.is_dir():
         raise UserError(f"{folder}: not a folder of images")
-    by_stem: dict[str, Path] = {}
+    by_stem: dict[str, list[Path]] = {}
     for path in sorted(folder.iterdir()):
         if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
-            if path.stem in by_stem:
-                raise UserError(f"{folder}: two images for '{path.stem}': {by_stem[path.stem].name} and {path.name}")
-            by_stem[path.stem] = path
-    names = zip(asins or [None] * len(ids), ids)
-    return [by_stem.get(asin) if asin in by_stem else by_stem.get(item) for asin, item in names]
+            by_stem.setdefault(path.stem, []).append(path)
+    found = []
+    for asin, item in zip(asins or [None] * len(ids), ids):
+        paths = by_stem.get(asin) or by_stem.get(item) or [None]
+        if len(paths) > 1:
+            raise UserError(f"{folder}: item {item} has {len(paths)} images ({', '.join(p.name for p in paths)}); "
+                            f"keep one")
+        found.append(paths[0])
+    return found
 
 
 def load_image(path: Path) -> tuple[np.ndarray | None, str]:
@@ -99,10 +98,15 @@ def load_image(path: Path) -> tuple[np.ndarray | None, str]:
                 if min(width, height) < MIN_SIDE:
                     return None, f"too small ({width}x{height})"
                 image.draft("RGB", (IMAGE_SIZE, IMAGE_SIZE))  # JPEG: decode at a reduced scale
-                image.seek(0)
-                image = ImageOps.exif_transpose(image)
-                image = image.convert("RGBA")
-                image.thumbnail((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BICUBIC)
+                image.load()  # the first frame of an animation
+                if image.mode in ("1", "P", "PA"):
+                    image = image.convert("RGBA")
+                elif image.mode in ("I", "F") or image.mode.startswith("I;16"):  # 16-bit or float: to 8-bit
+                    pixels = np.asarray(image, dtype=np.float64)
+                    span = max(pixels.max() - pixels.min(), 1e-12)
+                    image = Image.fromarray(((pixels - pixels.min()) / span * 255).astype(np.uint8), "L")
+                image.thumbnail((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BICUBIC)  # small before anything else
+                image = ImageOps.exif_transpose(image).convert("RGBA")
     except UnidentifiedImageError:
         return None, "not an image file"
     except (Image.DecompressionBombWarning, Image.DecompressionBombError):

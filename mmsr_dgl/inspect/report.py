@@ -20,7 +20,8 @@ from . import figures, usergraph
 
 LENGTH_EDGES = (1, 2, 3, 5, 10, 20, 50)  # history length buckets [1, 2), [2, 3), ..., [50, inf)
 POPULARITY_EDGES = (0, 5, 10, 20, 50, 100, 200)  # target's training interactions
-GATE_HISTORIES = 2000  # test histories the gate is read on (a seeded sample)
+GATE_HISTORIES = 2000  # histories of the split the gate is read on (a seeded sample)
+KIND = "mmsr-dgl inspect"
 
 
 def bucket_table(values: np.ndarray, edges: tuple[int, ...], ranks: dict[str, torch.Tensor]) -> list[dict]:
@@ -46,7 +47,7 @@ def gate_weights(model, data, split: str, batch_size: int, seed: int) -> tuple[d
     first layer."""
     users, ends = data.splits[split]
     pick = np.sort(np.random.default_rng(seed).permutation(len(users))[:GATE_HISTORIES])
-    modalities, views = model.graph_spec(all_nodes=True)
+    modalities, views = model.graph_spec()
     codes = {m: data.codes[m] for m in modalities}
     out: dict[str, list[np.ndarray]] = {}
     model.eval()
@@ -55,23 +56,43 @@ def gate_weights(model, data, split: str, batch_size: int, seed: int) -> tuple[d
         batch = make_batch(data.inputs(users[idx], ends[idx]), data.max_len, codes, views)
         for ntype, g in model.gates(batch)[0].items():
             out.setdefault(ntype, []).append(g[:, 0].numpy())
-    return {t: np.concatenate(v) for t, v in out.items()}, len(pick)
+    weights = {t: np.concatenate(v) for t, v in out.items()}
+    return {t: w for t, w in weights.items() if len(w)}, len(pick)
 
 
-def item_texts(path: Path | None, column: str = "text") -> dict[str, str]:
-    """Raw item id -> text, from an items file with a text column ({} without one)."""
-    if path is None or not Path(path).is_file():
-        return {}
+def item_texts(path: Path | None, column: str) -> tuple[dict[str, str], str | None]:
+    """Raw item id -> text from an items file's text column, or {} and why there is none."""
     from ..encode.sources import read_item_rows
-    items = read_item_rows(Path(path))
+    if path is None or not Path(path).is_file():
+        return {}, f"no items file{f' at {path}' if path else ''}, so no item text (--items)"
+    try:
+        items = read_item_rows(Path(path))
+    except UserError as err:
+        return {}, f"no item text: {err}"
     if column not in items.header:
-        return {}
+        return {}, f"{path}: no '{column}' column, so no item text (--text-column)"
     items.text_column = items.header.index(column)
-    return {item: items.text(r)[0] or "" for r, item in enumerate(items.ids)}
+    return {item: items.text(r)[0] or "" for r, item in enumerate(items.ids)}, None
+
+
+def prepare_out(out: Path) -> None:
+    """`out` new, or written by `inspect` before (its earlier pictures removed); refuses a folder holding more."""
+    if not out.exists():
+        out.mkdir(parents=True)
+        return
+    earlier = read_json(out / "inspect.json") or {}
+    ours = {"inspect.json", "summary.txt", *earlier.get("pictures", [])} if earlier.get("kind") == KIND else set()
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in ours)
+    if foreign:
+        raise UserError(f"{out}: holds files that inspect did not write ({', '.join(foreign[:5])}); choose another "
+                        f"--out")
+    for name in earlier.get("pictures", []):
+        (out / name).unlink(missing_ok=True)
 
 
 def inspect(run_dir: Path, out: Path | None = None, user: str | None = None, items_file: Path | None = None,
-            split: str = "test", data_dir: Path | None = None, log: Callable[[str], None] = print) -> dict:
+            text_column: str = "text", split: str = "test", data_dir: Path | None = None,
+            log: Callable[[str], None] = print) -> dict:
     """Write the pictures and summaries of `run_dir` into `out` (default RUN/inspect); returns the numbers."""
     run_dir = Path(run_dir)
     out = Path(out) if out else run_dir / "inspect"
@@ -79,8 +100,9 @@ def inspect(run_dir: Path, out: Path | None = None, user: str | None = None, ite
     if user is not None and user not in set(data.user_ids.tolist()):
         raise UserError(f"--user {user!r}: not a user of the run's dataset (ids look like "
                         f"{', '.join(map(str, data.user_ids[:3]))})")
-    out.mkdir(parents=True, exist_ok=True)
-    summary: dict = {"run": str(run_dir), "split": split, "exclude_seen": config.exclude_seen, "pictures": []}
+    prepare_out(out)
+    summary: dict = {"kind": KIND, "run": str(run_dir), "split": split, "exclude_seen": config.exclude_seen,
+                     "pictures": []}
     notes = []
 
     metrics_file = run_dir / "metrics.jsonl"
@@ -94,7 +116,7 @@ def inspect(run_dir: Path, out: Path | None = None, user: str | None = None, ite
     else:
         notes.append(f"{metrics_file}: missing or empty, so no training curves")
 
-    if config.model == "mmsr" and config.fusion == "async":
+    if config.model == "mmsr" and model.layers[0].fusion == "async":  # a dataset without modalities has none
         weights, n = gate_weights(model, data, split, config.eval_batch_size, config.seed)
         figures.gates(weights, f"{n:,} {split} histories", out / "gates.png")
         summary["gate_weight_of_order_a"] = {t: {"mean": float(w.mean()), "nodes": len(w),
@@ -103,7 +125,8 @@ def inspect(run_dir: Path, out: Path | None = None, user: str | None = None, ite
         summary["pictures"].append("gates.png")
     else:
         notes.append(f"no update gate: the {config.model} model"
-                     + (f" with fusion {config.fusion}" if config.model == "mmsr" else "") + " has none (async only)")
+                     + (f" with fusion {model.layers[0].fusion}" if config.model == "mmsr" else "")
+                     + " has none (async only)")
 
     log(f"ranking the {split} targets")
     ranks = {"model": target_ranks(model, data, split, config.eval_batch_size, config.exclude_seen),
@@ -129,9 +152,11 @@ def inspect(run_dir: Path, out: Path | None = None, user: str | None = None, ite
             summary["user"] = {"user": user, "top": [{"item": str(names[i]), "score": round(s, 4)} for i, s in top]}
         else:
             recorded = data.manifest.get("inputs", {}).get("files", {}).get("items", {}).get("path")
+            texts, why = item_texts(items_file or recorded, text_column)
+            if why:
+                notes.append(why)
             picture = f"user_{''.join(c if c.isalnum() else '_' for c in user)}.png"
-            summary["user"] = usergraph.draw(model, data, index, top, item_texts(items_file or recorded),
-                                             out / picture)
+            summary["user"] = usergraph.draw(model, data, index, top, texts, out / picture)
             summary["pictures"].append(picture)
 
     summary["notes"] = notes

@@ -50,11 +50,12 @@ def draw(model, data, user: int, recommendations: list[tuple[int, float]], texts
          path: Path) -> dict:
     """Draw the user's graph (last `max_len` items) and list their latest items and top-K; returns the numbers
     drawn (edge weights by relation group, the recommendations)."""
+    n_items = len(data.history(user))
     history = data.history(user)[-data.max_len:]
-    modalities, views = model.graph_spec(all_nodes=True)
+    modalities, views = model.graph_spec()
     batch = make_batch([history], data.max_len, {m: data.codes[m] for m in modalities}, views)
     model.eval()
-    trace = model.explain(batch)[0]["attention"]  # the first layer: it reads the whole graph
+    trace = model.explain(batch)[0]["attention"]  # the first layer
     graph, schema = batch.graph, MSGraphSchema(tuple(modalities))
     weights, where = edge_weights(model, graph, trace), layout(graph, schema.ntypes, DRAWN)
     drawn = {key: w for key, w in weights.items() if (key[0][0], key[1]) in where and (key[0][2], key[2]) in where}
@@ -75,7 +76,7 @@ def draw(model, data, user: int, recommendations: list[tuple[int, float]], texts
     handles += [Line2D([], [], color=c, linewidth=2, label=f"{g} edge") for g, c in GROUP_COLORS.items()]
     axes.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.09), ncol=len(handles), fontsize=8,
                 frameon=False)
-    shown = f"the last {DRAWN} of its {len(history)} items" if len(history) > DRAWN else f"its {len(history)} items"
+    shown = f"the last {DRAWN} of its {n_items} items" if n_items > DRAWN else f"its {n_items} items"
     axes.set(title=f"user {data.user_ids[user]}: MSGraph, {shown} (edge width: attention weight)",
              xlabel="position (0 = most recent item)", yticks=[])
     axes.margins(0.08, 0.25)
@@ -95,6 +96,6 @@ def draw(model, data, user: int, recommendations: list[tuple[int, float]], texts
     save(figure, path)
     by_group = {g: [w for (rel, _, _), w in weights.items()
                     if (rel in schema.homogeneous) == (g == "homogeneous")] for g in GROUP_COLORS}
-    return {"user": str(data.user_ids[user]), "history_items": len(history),
+    return {"user": str(data.user_ids[user]), "history_items": n_items,
             "edges": {g: len(w) for g, w in by_group.items()},
             "top": [{"item": str(names[i]), "score": round(s, 4)} for i, s in recommendations]}

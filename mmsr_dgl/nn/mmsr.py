@@ -164,20 +164,22 @@ class MMSR(FullSortRecommender):
 
     @torch.no_grad()
     def explain(self, batch: Batch) -> list[dict]:
-        """Per layer, every node updated: {"gates": node type -> [N_t, 2], the update gate's weights of orders A
-        and B (fusion async; empty otherwise), "attention": [(view key, relation -> [E_r, 1] weights), ...], one
-        entry per phase in the order they ran}. The batch needs the views of `graph_spec(all_nodes=True)`."""
+        """What each layer computed, as in `encode` (the last layer updates the item nodes only): {"gates": node
+        type -> [N_t, 2], the update gate's weights of orders A and B for the types the layer updates (fusion async;
+        empty otherwise), "attention": [(view key, relation -> [E_r, 1] weights), ...], one entry per phase in the
+        order they ran}. The batch needs the views of `graph_spec()`."""
         h = self.node_inputs(batch, self.item_table())
         out = []
-        for layer in self.layers:
+        for k, layer in enumerate(self.layers):
             layer.trace = []
             try:
-                h, gates = layer.update(batch.views, h)
+                updated, gates = layer.update(batch.views, h, "item" if k == len(self.layers) - 1 else None)
+                h = {**h, **updated}
                 out.append({"gates": gates, "attention": layer.trace})
             finally:
                 layer.trace = None
         return out
 
     def gates(self, batch: Batch) -> list[dict[str, torch.Tensor]]:
-        """Per layer, node type -> [N_t, 2]: the update gate's weights (see `explain`)."""
+        """Per layer, updated node type -> [N_t, 2]: the update gate's weights (see `explain`)."""
         return [layer["gates"] for layer in self.explain(batch)]
