@@ -210,9 +210,10 @@ def inspect(run_dir, out, user, items_file, text_column, split, data_dir) -> Non
     """PNGs of a run: training curves, the update gate, accuracy by history length and target popularity, and
     with --user one user's MSGraph and top-10; plus inspect.json and summary.txt."""
     from mmsr_dgl.inspect import inspect as run
+    from mmsr_dgl.inspect import summary_text
 
-    run(run_dir, out, user, items_file, text_column, split, data_dir, log=lambda m: click.echo(m, err=True))
-    click.echo((Path(out) if out else Path(run_dir) / "inspect").joinpath("summary.txt").read_text(), nl=False)
+    summary = run(run_dir, out, user, items_file, text_column, split, data_dir, log=lambda m: click.echo(m, err=True))
+    click.echo(summary_text(summary), nl=False)
 
 
 if __name__ == "__main__":

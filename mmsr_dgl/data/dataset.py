@@ -34,6 +34,11 @@ class ProcessedData:
         return len(self.item_ids)
 
     @property
+    def item_names(self) -> np.ndarray:
+        """What users call each item id: its ASIN where the items file gave one, else its raw id."""
+        return self.item_asin if self.item_asin is not None else self.item_ids
+
+    @property
     def max_len(self) -> int:
         return int(self.manifest["settings"]["max_len"])
 

@@ -106,8 +106,9 @@ def inspect(run_dir: Path, out: Path | None = None, user: str | None = None, ite
     notes = []
 
     metrics_file = run_dir / "metrics.jsonl"
-    if metrics_file.is_file() and metrics_file.read_text().strip():
-        history = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
+    lines = metrics_file.read_text().splitlines() if metrics_file.is_file() else []
+    history = [json.loads(line) for line in lines if line.strip()]
+    if history:
         results = read_json(run_dir / "results.json") or {}
         best = results.get("best_epoch") or max(history, key=lambda r: r["valid"][config.valid_metric])["epoch"]
         figures.curves(history, best, out / "curves.png")
@@ -129,13 +130,12 @@ def inspect(run_dir: Path, out: Path | None = None, user: str | None = None, ite
                      + " has none (async only)")
 
     log(f"ranking the {split} targets")
+    popularity = data.train_popularity()
     ranks = {"model": target_ranks(model, data, split, config.eval_batch_size, config.exclude_seen),
-             "popularity": fixed_ranking_ranks(data.train_popularity(), data, split, config.eval_batch_size,
-                                               config.exclude_seen)}
-    users, ends = data.splits[split]
-    popularity = data.train_popularity()[data.targets(split)]
-    tables = {"by history length": bucket_table(ends, LENGTH_EDGES, ranks),
-              "by target popularity (training interactions)": bucket_table(popularity, POPULARITY_EDGES, ranks)}
+             "popularity": fixed_ranking_ranks(popularity, data, split, config.eval_batch_size, config.exclude_seen)}
+    tables = {"by history length": bucket_table(data.splits[split][1], LENGTH_EDGES, ranks),
+              "by target popularity (training interactions)": bucket_table(popularity[data.targets(split)],
+                                                                          POPULARITY_EDGES, ranks)}
     figures.accuracy(tables, out / "accuracy.png")
     overall = {name: {m: v / len(r) for m, v in metric_sums(r, ks=(10,)).items() if m != "mrr@10"}
                for name, r in ranks.items()}
@@ -146,17 +146,17 @@ def inspect(run_dir: Path, out: Path | None = None, user: str | None = None, ite
         index = int(np.flatnonzero(data.user_ids == user)[0])
         items, scores = recommend(model, data, np.array([index]), 10, config.exclude_seen, 1)
         top = list(zip(items[0].tolist(), scores[0].tolist()))
+        summary["user"] = {"user": user, "top": [{"item": str(data.item_names[i]), "score": round(s, 4)}
+                                                 for i, s in top]}
         if model.graph_spec() is None:
             notes.append(f"--user: the {config.model} model reads no graph, so no picture; its top-10 is below")
-            names = data.item_asin if data.item_asin is not None else data.item_ids
-            summary["user"] = {"user": user, "top": [{"item": str(names[i]), "score": round(s, 4)} for i, s in top]}
         else:
             recorded = data.manifest.get("inputs", {}).get("files", {}).get("items", {}).get("path")
             texts, why = item_texts(items_file or recorded, text_column)
             if why:
                 notes.append(why)
             picture = f"user_{''.join(c if c.isalnum() else '_' for c in user)}.png"
-            summary["user"] = usergraph.draw(model, data, index, top, texts, out / picture)
+            summary["user"] |= usergraph.draw(model, data, index, top, texts, out / picture)
             summary["pictures"].append(picture)
 
     summary["notes"] = notes

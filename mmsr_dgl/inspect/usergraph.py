@@ -18,7 +18,7 @@ GROUP_COLORS = {"homogeneous": "#1f77b4", "heterogeneous": "#ff7f0e"}
 NODE_COLORS = ["#2ca02c", "#9467bd", "#8c564b", "#e377c2"]  # item, then one per modality
 
 
-def edge_weights(model, graph, trace: list) -> dict[tuple, float]:
+def edge_weights(graph, trace: list) -> dict[tuple, float]:
     """(relation, source node, destination node) -> attention weight, the mean over the phases that read the edge
     (self-loops left out)."""
     sums: dict[tuple, list[float]] = {}
@@ -48,8 +48,8 @@ def layout(graph, ntypes: list[str], positions: int) -> dict[tuple[str, int], tu
 
 def draw(model, data, user: int, recommendations: list[tuple[int, float]], texts: dict[str, str],
          path: Path) -> dict:
-    """Draw the user's graph (last `max_len` items) and list their latest items and top-K; returns the numbers
-    drawn (edge weights by relation group, the recommendations)."""
+    """Draw the user's graph (last `max_len` items) and list their latest items and top-K; returns the user's
+    history length and the number of edges drawn per relation group."""
     n_items = len(data.history(user))
     history = data.history(user)[-data.max_len:]
     modalities, views = model.graph_spec()
@@ -57,7 +57,7 @@ def draw(model, data, user: int, recommendations: list[tuple[int, float]], texts
     model.eval()
     trace = model.explain(batch)[0]["attention"]  # the first layer
     graph, schema = batch.graph, MSGraphSchema(tuple(modalities))
-    weights, where = edge_weights(model, graph, trace), layout(graph, schema.ntypes, DRAWN)
+    weights, where = edge_weights(graph, trace), layout(graph, schema.ntypes, DRAWN)
     drawn = {key: w for key, w in weights.items() if (key[0][0], key[1]) in where and (key[0][2], key[2]) in where}
 
     figure = Figure(figsize=(17, 7.5))
@@ -81,11 +81,9 @@ def draw(model, data, user: int, recommendations: list[tuple[int, float]], texts
              xlabel="position (0 = most recent item)", yticks=[])
     axes.margins(0.08, 0.25)
 
-    names = data.item_asin if data.item_asin is not None else data.item_ids
-
     def line(prefix: str, item: int) -> str:
         text = texts.get(str(data.item_ids[item]), "")
-        return textwrap.shorten(f"{prefix} {names[item]}  {text}", 95, placeholder=" ...")
+        return textwrap.shorten(f"{prefix} {data.item_names[item]}  {text}", 95, placeholder=" ...")
     latest = history[-DRAWN:]
     lines = ["Items drawn, by position (0 = most recent):",
              *(line(f"{k - len(latest) + 1:>3}", i) for k, i in enumerate(latest)),
@@ -96,6 +94,4 @@ def draw(model, data, user: int, recommendations: list[tuple[int, float]], texts
     save(figure, path)
     by_group = {g: [w for (rel, _, _), w in weights.items()
                     if (rel in schema.homogeneous) == (g == "homogeneous")] for g in GROUP_COLORS}
-    return {"user": str(data.user_ids[user]), "history_items": n_items,
-            "edges": {g: len(w) for g, w in by_group.items()},
-            "top": [{"item": str(names[i]), "score": round(s, 4)} for i, s in recommendations]}
+    return {"history_items": n_items, "edges": {g: len(w) for g, w in by_group.items()}}

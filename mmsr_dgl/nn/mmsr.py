@@ -164,7 +164,7 @@ class MMSR(FullSortRecommender):
 
     @torch.no_grad()
     def explain(self, batch: Batch) -> list[dict]:
-        """What each layer computed, as in `encode` (the last layer updates the item nodes only): {"gates": node
+        """What each layer computed, as in the forward pass (the last layer updates the item nodes only): {"gates": node
         type -> [N_t, 2], the update gate's weights of orders A and B for the types the layer updates (fusion async;
         empty otherwise), "attention": [(view key, relation -> [E_r, 1] weights), ...], one entry per phase in the
         order they ran}. The batch needs the views of `graph_spec()`."""

@@ -61,7 +61,7 @@ def recommend(model: Recommender, data: ProcessedData, users: np.ndarray, k: int
 def write_recommendations(path: Path, data: ProcessedData, users: np.ndarray, items: np.ndarray,
                           scores: np.ndarray, fmt: str) -> None:
     """TSV (user, rank, item, score) or JSONL ({"user", "items", "scores"}) with raw ids (ASINs if known)."""
-    names = data.item_asin if data.item_asin is not None else data.item_ids
+    names = data.item_names
     user_names = data.user_ids[users]
 
     def write(tmp: Path) -> None:
