@@ -111,8 +111,12 @@ def preprocess(sequences, interactions, items, features, synthetic, out, config_
               help="Continue an interrupted run from its last checkpoint, with its own settings (--epochs, "
                    "--threads and num_workers may change).")
 @click.option("--overwrite", is_flag=True, help="Delete an existing run in --out and start afresh.")
+@click.option("--nproc", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Training processes on this machine (DistributedDataParallel; each takes a share of every batch "
+                   "and of the cores). Across machines, start `mmsr-dgl train` with torchrun instead.")
 @click.option("--progress/--no-progress", default=None, help="Progress bars (default: when stderr is a terminal).")
-def train(data_dir, run_dir, config_file, overrides, epochs, threads, device, resume, overwrite, progress) -> None:
+def train(data_dir, run_dir, config_file, overrides, epochs, threads, device, resume, overwrite, nproc,
+          progress) -> None:
     """Train a model, early-stopping on validation; test the best checkpoint once at the end."""
     import dataclasses
     import json
@@ -135,8 +139,9 @@ def train(data_dir, run_dir, config_file, overrides, epochs, threads, device, re
         raise UserError("--data is required (except with --resume of an existing run)")
     progress = sys.stderr.isatty() if progress is None else progress
     results = run(config, data_dir, run_dir, resume=resume, overwrite=overwrite,
-                  echo=lambda m: click.echo(m, err=True), progress=progress)
-    click.echo(json.dumps({"model": results["test"], "popularity": results["popularity_test"]}, indent=2))
+                  echo=lambda m: click.echo(m, err=True), progress=progress, nproc=nproc)
+    if results:  # a process other than the first of a torchrun launch has nothing to print
+        click.echo(json.dumps({"model": results["test"], "popularity": results["popularity_test"]}, indent=2))
 
 
 @main.command()

@@ -7,34 +7,46 @@ from tqdm import tqdm
 
 from ..data import ProcessedData
 from ..nn import Recommender, pad_left
+from .distributed import Group
 from .loader import split_batches
 from .metrics import MetricAccumulator, mask_seen, pessimistic_rank
+
+SCORES_AT_ONCE = 1 << 25  # scores [batch, n_items] held at once: 128 MiB of float32, whatever the catalogue
+
+
+def scoring_batch_size(batch_size: int, n_items: int) -> int:
+    """`batch_size`, lowered for large catalogues so that a batch's scores stay within SCORES_AT_ONCE."""
+    return max(1, min(batch_size, SCORES_AT_ONCE // n_items))
 
 
 @torch.no_grad()
 def target_ranks(model: Recommender, data: ProcessedData, split: str, batch_size: int = 1024,
                  exclude_seen: bool = False, device: str = "cpu", num_workers: int = 0,
-                 progress: bool = False) -> torch.Tensor:
-    """[n_samples]: the 0-based pessimistic rank of each sample's target among all items, in the split's order."""
+                 progress: bool = False, group: Group = Group()) -> torch.Tensor:
+    """[n_samples]: the 0-based pessimistic rank of each sample's target among all items, in the split's order
+    (every process of a group ranks its share and gets all)."""
     model.eval()
     # the items as this data describes them (drops included)
     model.set_item_content(*data.item_content(model.modalities))
-    loader = split_batches(data, model, split, batch_size, num_workers=num_workers, with_seen=exclude_seen)
-    ranks = []
+    loader = split_batches(data, model, split, scoring_batch_size(batch_size, data.n_items), num_workers=num_workers,
+                           with_seen=exclude_seen, group=group)
+    ranks = [torch.empty(0, dtype=torch.long)]
     for batch in tqdm(loader, desc=f"evaluate {split}", leave=False, disable=not progress):
         batch = batch.to(device)
         scores = model.full_sort_predict(batch)
         if exclude_seen:
             scores = mask_seen(scores, batch.seen, batch.targets)
-        ranks.append(pessimistic_rank(scores, batch.targets))
-    return torch.cat(ranks)
+        ranks.append(pessimistic_rank(scores, batch.targets).cpu())
+    index = np.concatenate([np.empty(0, dtype=np.int64), *loader.dataset.order])
+    return group.gather(index, torch.cat(ranks), len(data.splits[split][0]))
 
 
 def evaluate(model: Recommender, data: ProcessedData, split: str, batch_size: int = 1024, exclude_seen: bool = False,
-             device: str = "cpu", num_workers: int = 0, progress: bool = False) -> dict[str, float]:
+             device: str = "cpu", num_workers: int = 0, progress: bool = False,
+             group: Group = Group()) -> dict[str, float]:
     """HR, NDCG and MRR at 5/10/20 of `model` on a split ('valid' or 'test'), averaged over its samples."""
     acc = MetricAccumulator()
-    acc.add(target_ranks(model, data, split, batch_size, exclude_seen, device, num_workers, progress))
+    acc.add(target_ranks(model, data, split, batch_size, exclude_seen, device, num_workers, progress, group))
     return acc.result()
 
 
@@ -45,7 +57,7 @@ def fixed_ranking_ranks(item_scores: np.ndarray, data: ProcessedData, split: str
     scores_row[0] = float("-inf")
     users, ends = data.splits[split]
     targets = torch.from_numpy(data.targets(split).astype(np.int64))
-    ranks = []
+    ranks, batch_size = [], scoring_batch_size(batch_size, data.n_items)
     for start in range(0, len(users), batch_size):
         stop = min(start + batch_size, len(users))
         scores = scores_row.expand(stop - start, -1)

@@ -9,6 +9,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..data import ProcessedData
 from ..nn import Batch, Recommender, make_batch, pad_left
+from .distributed import Group
 
 
 class _Batches(Dataset):
@@ -51,14 +52,15 @@ class _Sequences(Dataset):
                      targets=pad_left([w[1:] for w in windows], self.data.max_len))
 
 
-def sequence_batches(data: ProcessedData, batch_size: int, shuffle_seed) -> DataLoader:
-    """Each user with a training target once, as a whole sequence (every position a target), in a seeded order."""
+def sequence_batches(data: ProcessedData, batch_size: int, shuffle_seed, group: Group = Group()) -> DataLoader:
+    """Each user with a training target once, as a whole sequence (every position a target), in a seeded order;
+    this process's share of every batch."""
     users, ends = data.splits["valid"]  # the training part of a history ends before its validation target
     keep = ends >= 2
     users, ends = users[keep], ends[keep]
     index = np.random.default_rng(shuffle_seed).permutation(len(users))
     order = [index[i:i + batch_size] for i in range(0, len(index), batch_size)]
-    return _loader(_Sequences(data, users, ends, order), 0)
+    return _loader(_Sequences(data, users, ends, group.share(order, whole=True)), 0)
 
 
 def _seed_worker(worker_id: int) -> None:
@@ -68,16 +70,18 @@ def _seed_worker(worker_id: int) -> None:
 
 
 def split_batches(data: ProcessedData, model: Recommender, split: str, batch_size: int, *, shuffle_seed=None,
-                  num_workers: int = 0, with_seen: bool = False) -> DataLoader:
-    """Batches of one split; shuffled by np.random.default_rng(shuffle_seed) when a seed is given.
+                  num_workers: int = 0, with_seen: bool = False, group: Group = Group()) -> DataLoader:
+    """This process's share of every batch of one split; shuffled by np.random.default_rng(shuffle_seed) when a
+    seed is given (training: every process a part of every batch; evaluation: an empty part is skipped).
     `with_seen` adds each sample's untruncated history (for excluding seen items)."""
     users, ends = data.splits[split]
     index = np.arange(len(users))
     if shuffle_seed is not None:
         index = np.random.default_rng(shuffle_seed).permutation(len(users))
     order = [index[i:i + batch_size] for i in range(0, len(index), batch_size)]
-    return _loader(_Batches(data, model, users, ends, data.targets(split), order, with_seen),
-                   num_workers)
+    training = shuffle_seed is not None
+    order = group.share(order, whole=training)
+    return _loader(_Batches(data, model, users, ends, data.targets(split), order, with_seen), num_workers)
 
 
 def user_batches(data: ProcessedData, model: Recommender, users: np.ndarray, batch_size: int,

@@ -11,6 +11,7 @@ from ..data import ProcessedData
 from ..data.atomic import write_file_atomic
 from ..errors import UserError
 from ..nn import Recommender
+from .evaluate import scoring_batch_size
 from .loader import user_batches
 from .metrics import mask_seen
 
@@ -47,7 +48,7 @@ def recommend(model: Recommender, data: ProcessedData, users: np.ndarray, k: int
     model.eval()
     k = min(k, data.n_items - 1)
     items, scores = [], []
-    for batch in user_batches(data, model, users, batch_size, with_seen=exclude_seen):
+    for batch in user_batches(data, model, users, scoring_batch_size(batch_size, data.n_items), with_seen=exclude_seen):
         batch = batch.to(device)
         s = model.full_sort_predict(batch)
         if exclude_seen:

@@ -1,10 +1,12 @@
-"""The training loop: Adam on full cross-entropy, validation every epoch, early stopping, one final test."""
+"""The training loop: Adam on full cross-entropy, validation every epoch, early stopping, one final test; in one
+process or several (DistributedDataParallel, each process a share of every batch, rank 0 writing the run)."""
 from __future__ import annotations
 
 import dataclasses
 import json
 import logging
 import random
+import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -18,6 +20,7 @@ from ..data import ProcessedData
 from ..data.atomic import is_dataset_dir, write_file_atomic
 from ..errors import UserError
 from .config import TrainConfig
+from .distributed import Group, launch, seed_for
 from .evaluate import evaluate, evaluate_scores
 from .loader import sequence_batches, split_batches
 from .run import (
@@ -34,7 +37,7 @@ from .run import (
 )
 
 RESULTS = "results.json"
-RESUME_FREE = ("epochs", "num_workers", "threads")  # settings a resumed run may change
+RESUME_FREE = ("epochs", "num_workers", "threads")  # settings a resumed run may change (and the process count)
 
 
 def seed_everything(seed: int) -> None:
@@ -87,10 +90,49 @@ def _check_resume(run_dir: Path, config: TrainConfig, data: ProcessedData) -> di
 
 
 def train(config: TrainConfig, data_dir: Path, run_dir: Path, resume: bool = False, overwrite: bool = False,
-          echo: Callable[[str], None] = print, progress: bool = True) -> dict:
+          echo: Callable[[str], None] = print, progress: bool = True, nproc: int = 1) -> dict:
     """Train into `run_dir` (or continue it with `resume`), then test; returns the contents of results.json.
-    `overwrite` replaces an earlier run there once every setting has been checked and the model built."""
-    run_dir = Path(run_dir)
+    `overwrite` replaces an earlier run there once every setting has been checked and the model built.
+    `nproc` > 1 trains in that many processes on this machine; in a process torchrun started, the processes of
+    that launch train together whatever `nproc` says."""
+    if nproc > 1:
+        result = launch(nproc, _process, config, Path(data_dir), Path(run_dir), resume, overwrite, progress)
+        if isinstance(result, UserError):
+            raise result
+        return result
+    group = Group.join(config.device)
+    try:
+        return _train(group, config, data_dir, Path(run_dir), resume, overwrite, echo, progress)
+    finally:
+        group.leave()
+
+
+def _process(config: TrainConfig, data_dir: Path, run_dir: Path, resume: bool, overwrite: bool,
+             progress: bool) -> dict | UserError:
+    """One of the processes `train(nproc=N)` starts; its UserError (every process meets the same) is returned."""
+    try:
+        return train(config, data_dir, run_dir, resume, overwrite, lambda m: print(m, file=sys.stderr, flush=True),
+                     progress)
+    except UserError as err:
+        return err
+
+
+def _check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> bool:
+    """Whether there is a run to resume; refuses to start over an existing run without `overwrite`."""
+    if is_dataset_dir(run_dir):
+        raise UserError(f"{run_dir}: is a dataset directory (preprocess output); choose another --out for the run")
+    if not resume and not overwrite and (run_dir / CONFIG_FILE).exists():
+        raise UserError(f"{run_dir}: already holds a run; use --resume to continue it, --overwrite to replace it, "
+                        f"or choose another --out")
+    if resume and not (run_dir / "last.pt").exists():
+        if not (run_dir / CONFIG_FILE).exists():
+            raise UserError(f"{run_dir}: nothing to resume (no run there)")
+        return False  # interrupted during its first epoch: nothing to continue, start it again
+    return resume
+
+
+def _train(group: Group, config: TrainConfig, data_dir: Path, run_dir: Path, resume: bool, overwrite: bool,
+           echo: Callable[[str], None], progress: bool) -> dict:
     if overwrite and resume:
         raise UserError("--overwrite and --resume exclude each other")
     data = load_data(config, data_dir)
@@ -98,89 +140,89 @@ def train(config: TrainConfig, data_dir: Path, run_dir: Path, resume: bool = Fal
         raise UserError(f"{data.path}: the dataset has no training samples; preprocess it with more data")
     if config.exclude_seen is None:
         config = dataclasses.replace(config, exclude_seen=not data.repeats_items())
-    if is_dataset_dir(run_dir):
-        raise UserError(f"{run_dir}: is a dataset directory (preprocess output); choose another --out for the run")
     device = resolve_device(config.device)
-    if not resume and not overwrite and (run_dir / CONFIG_FILE).exists():
-        raise UserError(f"{run_dir}: already holds a run; use --resume to continue it, --overwrite to replace it, "
-                        f"or choose another --out")
-    if resume and not (run_dir / "last.pt").exists():
-        if not (run_dir / CONFIG_FILE).exists():
-            raise UserError(f"{run_dir}: nothing to resume (no run there)")
-        resume = False  # interrupted during its first epoch: nothing to continue, start it again
-    torch.set_num_threads(config.threads)
+    if device.startswith("cuda") and group.world > 1:
+        device = f"cuda:{group.local_rank}"
+    resume = group.from_main(lambda: _check_run_dir(run_dir, resume, overwrite))
+    torch.set_num_threads(group.threads(config.threads))
     seed_everything(config.seed)
     model = build_model(config, data).to(device)
-    run_dir.mkdir(parents=True, exist_ok=True)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     state = {"epoch": 0, "history": [], "best": None, "bad_epochs": 0}
     if resume:
-        saved = _check_resume(run_dir, config, data)
+        saved = group.from_main(lambda: _check_resume(run_dir, config, data))
         restore_model(model, saved, run_dir / "last.pt")
         optimizer.load_state_dict(saved["optimizer"])
-        torch.set_rng_state(saved["torch_rng"])
         state = {k: saved[k] for k in state}
-    else:  # the new run's config replaces an earlier run's, then that run's other files go
+    elif group.main:  # the new run's config replaces an earlier run's, then that run's other files go
+        run_dir.mkdir(parents=True, exist_ok=True)
         write_run_config(run_dir, config, data_dir, data.manifest["fingerprint"])
         if overwrite:
             remove_run(run_dir, keep=(CONFIG_FILE,))
-    log = _logger(run_dir, echo)
+    log = _logger(run_dir, echo) if group.main else (lambda message: None)
     finished = state["epoch"] >= config.epochs or state["bad_epochs"] >= config.patience
-    if resume and finished and read_json(run_dir / RESULTS) is not None:
+    done = group.from_main(lambda: read_json(run_dir / RESULTS)) if resume and finished else None
+    if done is not None:
         log(f"{run_dir}: finished after {state['epoch']} epochs (best epoch {state['best']['epoch']}); nothing to "
             f"resume (a larger --epochs continues a run the epoch limit ended)")
-        return read_json(run_dir / RESULTS)
+        return done
     name = f"mmsr/{config.fusion}" if config.model == "mmsr" else config.model
     samples = (f"{int((data.splits['valid'][1] >= 2).sum())} training sequences" if config.train_on == "sequences"
                else f"{len(data.splits['train'][0])} training samples")
     seen = "excluded from" if config.exclude_seen else "kept in"
+    threads = group.threads(config.threads)
+    processes = (f"; {group.world} processes, {threads} thread{'s' * (threads > 1)} each" if group.world > 1 else "")
     log(f"{'resuming' if resume else 'training'} {name} on {data.path} ({samples}) from epoch {state['epoch'] + 1}; "
-        f"seen items {seen} the ranking")
+        f"seen items {seen} the ranking{processes}")
+    step = group.loss_step(model)
 
     while state["epoch"] < config.epochs and state["bad_epochs"] < config.patience:
         epoch = state["epoch"]
-        record = _train_epoch(model, optimizer, data, config, epoch, device, progress, log)
+        record = _train_epoch(step, model, optimizer, data, config, epoch, device, group, progress, log)
         start = time.perf_counter()
         valid = evaluate(model, data, "valid", config.eval_batch_size, config.exclude_seen, device,
-                         config.num_workers, progress)
+                         config.num_workers, progress and group.main, group)
         record.update(eval_seconds=round(time.perf_counter() - start, 2), valid=valid)
         score = valid[config.valid_metric]
         improved = state["best"] is None or score > state["best"]["score"]
         if improved:
             state["best"] = {"epoch": epoch + 1, "score": score, "valid": valid}
             state["bad_epochs"] = 0
-            save_checkpoint(run_dir / "best.pt", {"model": model.state_dict(), "epoch": epoch + 1,
-                                                  "config": dataclasses.asdict(config)})
         else:
             state["bad_epochs"] += 1
         state["history"].append(record)
         state["epoch"] = epoch + 1
-        save_checkpoint(run_dir / "last.pt", {**state, "model": model.state_dict(),
-                                              "optimizer": optimizer.state_dict(),
-                                              "torch_rng": torch.get_rng_state(),
-                                              "config": dataclasses.asdict(config)})
-        _write_metrics(run_dir, state["history"])
-        (run_dir / RESULTS).unlink(missing_ok=True)  # results of an earlier, shorter run are stale now
+        if group.main:
+            if improved:
+                save_checkpoint(run_dir / "best.pt", {"model": model.state_dict(), "epoch": epoch + 1,
+                                                      "config": dataclasses.asdict(config)})
+            save_checkpoint(run_dir / "last.pt", {**state, "model": model.state_dict(),
+                                                  "optimizer": optimizer.state_dict(),
+                                                  "config": dataclasses.asdict(config)})
+            _write_metrics(run_dir, state["history"])
+            (run_dir / RESULTS).unlink(missing_ok=True)  # results of an earlier, shorter run are stale now
         log(f"epoch {epoch + 1}: loss {record['loss']:.4f}, valid {config.valid_metric} {score:.4f}"
             f"{' (best)' if improved else ''}, {record['seconds']:.1f} s train + {record['eval_seconds']:.1f} s eval")
-    return _finish(model, data, config, run_dir, state, device, log)
+    return _finish(model, data, config, run_dir, state, device, group, log)
 
 
 PROGRESS_SECONDS = 60.0  # without a progress bar, a progress line this often
 
 
-def _train_epoch(model, optimizer, data: ProcessedData, config: TrainConfig, epoch: int, device: str,
-                 progress: bool, log: Callable[[str], None]) -> dict:
+def _train_epoch(step: torch.nn.Module, model, optimizer, data: ProcessedData, config: TrainConfig, epoch: int,
+                 device: str, group: Group, progress: bool, log: Callable[[str], None]) -> dict:
+    """One pass over the training samples; `step(batch)` is the loss (DistributedDataParallel's in a group)."""
     model.train()
-    loader = (sequence_batches(data, config.batch_size, [config.seed, epoch]) if config.train_on == "sequences"
+    torch.manual_seed(seed_for(config.seed, epoch, group.rank))
+    loader = (sequence_batches(data, config.batch_size, [config.seed, epoch], group) if config.train_on == "sequences"
               else split_batches(data, model, "train", config.batch_size, shuffle_seed=[config.seed, epoch],
-                                 num_workers=config.num_workers))
+                                 num_workers=config.num_workers, group=group))
     total, count, start = 0.0, 0, time.perf_counter()
     said = start
-    bar = tqdm(loader, desc=f"epoch {epoch + 1}", leave=False, disable=not progress)
-    for step, batch in enumerate(bar, 1):
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}", leave=False, disable=not (progress and group.main))
+    for n, batch in enumerate(bar, 1):
         batch = batch.to(device)
-        loss = model.calculate_loss(batch)
+        loss = step(batch)
         if not torch.isfinite(loss):
             raise UserError(f"epoch {epoch + 1}: the training loss became {loss.item()}; lower the learning rate "
                             "(--set lr=...) and start again")
@@ -190,12 +232,13 @@ def _train_epoch(model, optimizer, data: ProcessedData, config: TrainConfig, epo
         total += loss.item() * len(batch)
         count += len(batch)
         now = time.perf_counter()
-        bar.set_postfix(loss=f"{total / count:.4f}", samples_per_s=f"{count / (now - start):.0f}")
+        bar.set_postfix(loss=f"{total / count:.4f}", samples_per_s=f"{count * group.world / (now - start):.0f}")
         if not progress and now - said >= PROGRESS_SECONDS:
             said = now
-            log(f"epoch {epoch + 1}: {step} of {len(loader)} batches, loss {total / count:.4f}, "
-                f"{count / (now - start):.0f} samples/s")
+            log(f"epoch {epoch + 1}: {n} of {len(loader)} batches, loss {total / count:.4f}, "
+                f"{count * group.world / (now - start):.0f} samples/s")
     seconds = time.perf_counter() - start
+    total, count = group.sum([total, count])
     return {"epoch": epoch + 1, "loss": total / count, "seconds": round(seconds, 2),
             "samples_per_s": round(count / seconds, 1)}
 
@@ -205,12 +248,15 @@ def _write_metrics(run_dir: Path, history: list[dict]) -> None:
     write_file_atomic(run_dir / "metrics.jsonl", lambda tmp: tmp.write_text(text))
 
 
-def _finish(model, data: ProcessedData, config: TrainConfig, run_dir: Path, state: dict, device: str,
+def _finish(model, data: ProcessedData, config: TrainConfig, run_dir: Path, state: dict, device: str, group: Group,
             log: Callable[[str], None]) -> dict:
     """Test the best checkpoint once, next to a popularity ranking, and write results.json."""
     best_path = run_dir / "best.pt"
-    restore_model(model, load_checkpoint(best_path), best_path)
-    test = evaluate(model, data, "test", config.eval_batch_size, config.exclude_seen, device, config.num_workers)
+    restore_model(model, group.from_main(lambda: load_checkpoint(best_path)), best_path)
+    test = evaluate(model, data, "test", config.eval_batch_size, config.exclude_seen, device, config.num_workers,
+                    group=group)
+    if not group.main:
+        return {}
     popularity = evaluate_scores(data.train_popularity(), data, "test", exclude_seen=config.exclude_seen)
     history = state["history"]
     results = {
