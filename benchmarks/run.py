@@ -8,7 +8,8 @@ An experiment is a preset, benchmarks/experiments/NAME.yaml: `train:` (training 
 (preprocessing settings), optionally `split:` (loo, the default, or ratio), `inputs:` (Toys input files replaced:
 `items` or a modality's feature matrix, paths relative to the repository, e.g. the output of `mmsr-dgl encode`) and
 `test_after_epochs:` (also test the model as it stands after these epochs, to set beside per-epoch figures
-published elsewhere; checkpoint selection still looks at validation only). Each (experiment, seed) trains into
+published elsewhere; checkpoint selection still looks at validation only) and `nproc:` (training processes, as
+`mmsr-dgl train --nproc`). Each (experiment, seed) trains into
 runs/bench/<split>/NAME-s<seed> and writes a summary to benchmarks/results/<split>/NAME-s<seed>.json; a run with a
 summary is skipped, an interrupted one resumes. With more than one run to do, each runs in its own process, so that
 its peak memory is its own. `--missing-at-test` evaluates the trained runs with a share of the items missing a
@@ -36,7 +37,7 @@ from mmsr_dgl.training import TrainConfig, evaluate, train
 from mmsr_dgl.training.run import CONFIG_FILE, load_run
 
 PRESETS = Path(__file__).resolve().parent / "experiments"
-KEYS = {"train", "preprocess", "split", "inputs", "test_after_epochs"}
+KEYS = {"train", "preprocess", "split", "inputs", "test_after_epochs", "nproc"}
 COLUMNS = ("hr@10", "ndcg@10", "hr@20", "ndcg@20", "mrr@10")
 EARLY_COLUMNS = ("hr@5", "mrr@5", "hr@20", "mrr@20")  # the figures published for the original MMSR code
 POPULARITY = {True: "popularity_seen_excluded.json", False: "popularity.json"}  # by `exclude_seen`
@@ -59,6 +60,9 @@ def load_preset(path: Path) -> dict:
     split, epochs = preset.get("split", "loo"), preset.get("test_after_epochs", [])
     if split not in ("loo", "ratio") or not all(isinstance(e, int) and e > 0 for e in epochs):
         raise UserError(f"{path}: `split` must be loo or ratio, `test_after_epochs` a list of epochs")
+    nproc = preset.get("nproc", 1)
+    if not isinstance(nproc, int) or nproc < 1 or (nproc > 1 and epochs):
+        raise UserError(f"{path}: `nproc` must be a positive number of processes (1 with `test_after_epochs`)")
     train_overrides = overrides(preset.get("train", {}))
     preprocess_overrides = overrides(preset.get("preprocess", {})) + [f"split={split}"]
     try:
@@ -67,7 +71,7 @@ def load_preset(path: Path) -> dict:
     except UserError as err:
         raise UserError(f"{path}: {err}") from None
     return {"train": train_overrides, "preprocess": preprocess_overrides, "split": split, "early": epochs,
-            "inputs": {k: ROOT / v for k, v in inputs.items()}}
+            "inputs": {k: ROOT / v for k, v in inputs.items()}, "nproc": nproc}
 
 
 def test_after_epochs(config: TrainConfig, data_dir: Path, run_dir: Path, epochs: list[int]) -> list[dict]:
@@ -89,16 +93,19 @@ def run_one(name: str, seed: int, preset: dict, data_dir: Path, run_dir: Path, s
     config = build_config(TrainConfig, overrides=train_overrides)
     start = time.perf_counter()
     early = test_after_epochs(config, data_dir, run_dir, preset["early"]) if preset["early"] else []
-    results = train(config, data_dir, run_dir, resume=(run_dir / CONFIG_FILE).exists(), echo=print, progress=False)
+    results = train(config, data_dir, run_dir, resume=(run_dir / CONFIG_FILE).exists(), echo=print, progress=False,
+                    nproc=preset["nproc"])
     history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     summary = {"experiment": name, "seed": seed, "overrides": train_overrides,
                "preprocess_overrides": preset["preprocess"],
                **({"inputs": {k: str(v.relative_to(ROOT)) for k, v in preset["inputs"].items()}} if preset["inputs"]
-                  else {}), **results,
+                  else {}), **({"nproc": preset["nproc"]} if preset["nproc"] > 1 else {}), **results,
                "valid_ndcg10_per_epoch": [r["valid"]["ndcg@10"] for r in history],
                "epochs": [{"epoch": r["epoch"], "loss": r["loss"], "seconds": r["seconds"]} for r in history],
                "wall_minutes": round((time.perf_counter() - start) / 60, 2),
-               "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, 2),
+               # of the one process, or of the largest training process
+               "peak_rss_gb": round(max(resource.getrusage(who).ru_maxrss for who in
+                                        (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 2 ** 20, 2),
                **({"early_test": early} if early else {})}
     summary_path.parent.mkdir(parents=True, exist_ok=True)
     summary_path.write_text(json.dumps(summary, indent=1) + "\n")

@@ -56,6 +56,7 @@ def test_preset_loads(path):
     ("preprocess:\n  n_code: 256\n", "unknown setting"),  # a misspelt preprocessing setting
     ("preprocess:\n  codes_per_item: 0\n", "codes_per_item"),
     ("inputs: [text.npy]\ntrain: {}\n", "`inputs` must map"),
+    ("nproc: 0\ntrain: {}\n", "`nproc` must be a positive number"),
 ])
 def test_invalid_preset_is_refused_naming_its_file(tmp_path, text, fragment):
     path = tmp_path / "broken.yaml"
@@ -105,6 +106,7 @@ def test_summary_names_the_preset_that_reproduces_it(path):
     for key in {o.partition("=")[0] for o in summary["overrides"]} - SPEED_ONLY:
         assert getattr(ours, key) == getattr(recorded, key), key
     assert {k: str(v.relative_to(run.ROOT)) for k, v in preset["inputs"].items()} == summary.get("inputs", {})
+    assert summary.get("nproc", 1) == preset["nproc"]
     ours = build_config(PreprocessConfig, overrides=preset["preprocess"])
     recorded = build_config(PreprocessConfig, overrides=summary.get("preprocess_overrides", []))
     for key in {o.partition("=")[0] for o in summary.get("preprocess_overrides", [])}:

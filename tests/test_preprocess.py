@@ -154,6 +154,22 @@ def test_split_positions(tmp_path, split):
         assert data.manifest["counts"][f"{name}_samples"] == len(expected)
 
 
+@pytest.mark.parametrize("split", ["loo", "ratio"])
+def test_splits_of_every_history_length_follow_their_definition(split):
+    from mmsr_dgl.data.preprocess import make_splits
+    lengths = np.r_[np.arange(1, 40), np.random.default_rng(0).integers(1, 200, 300)]
+    offsets = np.r_[0, np.cumsum(lengths)]
+    splits = make_splits(offsets, split, 0.3)
+    expected = {"train": [], "valid": [], "test": []}
+    for user, n in enumerate(lengths):  # the definition, one user at a time
+        first_test = n - (1 if split == "loo" else max(1, int(round(n * 0.3))))
+        expected["test"] += [(user, p) for p in range(max(first_test, 1), n)]
+        expected["valid"] += [(user, p) for p in range(max(first_test - 1, 1), first_test)]
+        expected["train"] += [(user, p) for p in range(1, first_test - 1)]
+    for name, pairs in expected.items():
+        assert list(zip(*map(np.ndarray.tolist, splits[name]))) == pairs, name
+
+
 def test_inputs_truncated_to_max_len(tmp_path):
     seq = write_sequences(tmp_path / "seq.txt", {1: list(range(1, 6)), 2: list(range(11, 21))})
     data = build(tmp_path / "out", "--sequences", seq, "--set", "k_core=0", "--set", "max_len=3")
@@ -195,6 +211,16 @@ def test_codes_shape_centroids_and_determinism(tmp_path, coded_inputs):
     np.testing.assert_array_equal(codes, b.codes["image"])
     np.testing.assert_array_equal(a.centroids["image"], b.centroids["image"])
     assert not np.array_equal(a.centroids["image"], c.centroids["image"])
+
+
+def test_nearest_codes_in_blocks_match_all_at_once():
+    from mmsr_dgl.data.codes import _nearest
+    rng = np.random.default_rng(0)
+    x, centroids = rng.normal(size=(1000, 8)).astype(np.float32), rng.normal(size=(50, 8)).astype(np.float32)
+    dist = ((x[:, None] - centroids[None]) ** 2).sum(-1)
+    expected = np.argsort(dist, axis=1)[:, :3]
+    np.testing.assert_array_equal(_nearest(x, centroids, 3, rows=64), expected)
+    np.testing.assert_array_equal(_nearest(x, centroids, 3, rows=64), _nearest(x, centroids, 3))
 
 
 def test_fit_codes_on_train_uses_training_items_only(tmp_path, coded_inputs):

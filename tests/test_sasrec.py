@@ -129,6 +129,16 @@ def test_sampled_softmax_scores_the_target_against_uniform_negatives():
                                                                 float("-inf")) + np.log(50)], 1), 1)
     expected = (full - scores[torch.arange(5), targets]).mean()
     assert abs(loss.item() - expected.item()) < 0.05 * expected.item()
+    # a mixture of two queries: each query's sampled log-softmax at the target, mixed by the weights
+    queries, log_weights = torch.randn(5, 2, 16), torch.randn(5, 2).log_softmax(-1)
+    torch.manual_seed(1)
+    loss = model.sampled_loss((queries, log_weights), targets, items)
+    scores = queries @ items.T  # [5, 2, 30]
+    target = scores.gather(-1, targets.view(-1, 1, 1).expand(-1, 2, 1))[..., 0]  # [5, 2]
+    others = scores[..., 1:].masked_fill(torch.nn.functional.one_hot(targets, 30)[:, None, 1:].bool(), float("-inf"))
+    log_p = target - torch.logsumexp(torch.cat([target[..., None], others + np.log(50)], -1), -1)
+    expected = -torch.logsumexp(log_weights + log_p, 1).mean()
+    assert abs(loss.item() - expected.item()) < 0.05 * expected.item()
     model.n_negatives = 8
     batch = make_batch([np.array([1, 2]), np.array([5])], 6, targets=np.array([3, 4]))
     loss = model.calculate_loss(batch)

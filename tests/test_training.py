@@ -574,4 +574,9 @@ def test_sasrec_trains_on_whole_sequences_with_a_sampled_softmax(tiny_data, tmp_
     with pytest.raises(UserError, match="'train_on'"):
         tiny_config(train_on="sequences").validate()
     with pytest.raises(UserError, match="'n_negatives'"):
-        tiny_config(n_negatives=8, readout="mixture").validate()
+        tiny_config(n_negatives=-1).validate()
+
+
+def test_mmsr_mixture_trains_with_a_sampled_softmax(tiny_data, tmp_path):
+    results = run_train(tiny_data, tmp_path / "run", n_negatives=32, epochs=3)
+    assert results["test"]["ndcg@10"] > results["popularity_test"]["ndcg@10"]

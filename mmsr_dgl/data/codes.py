@@ -38,10 +38,8 @@ def fit_codes(features: np.ndarray, present: np.ndarray, fit_rows: np.ndarray, *
     kmeans = MiniBatchKMeans(n_clusters=n_codes, random_state=seed, n_init=3, batch_size=2048)
     kmeans.fit(pca.transform(fit).astype(np.float32))
     centroids = kmeans.cluster_centers_.astype(np.float32)
-    # squared distances [n_present, n_codes]; the k nearest centroids, nearest first
-    dist = (reduced ** 2).sum(1, keepdims=True) - 2 * reduced @ centroids.T + (centroids ** 2).sum(1)
     k = min(codes_per_item, n_codes)
-    nearest = np.argsort(dist, axis=1, kind="stable")[:, :k]
+    nearest = _nearest(reduced, centroids, k)
     codes = np.full((len(features), k), -1, dtype=np.int32)
     codes[present] = nearest
     reduced_all = np.zeros((len(features), dim), dtype=np.float32)
@@ -59,3 +57,15 @@ def fit_codes(features: np.ndarray, present: np.ndarray, fit_rows: np.ndarray, *
                                    "max": int(sizes.max()), "empty_codes": int((sizes == 0).sum())},
     }
     return ModalityCodes(codes=codes, centroids=centroids, reduced=reduced_all, stats=stats)
+
+
+def _nearest(x: np.ndarray, centroids: np.ndarray, k: int, rows: int = 4096) -> np.ndarray:
+    """[n, k]: each row's k nearest centroids, nearest first; in blocks of `rows`, so that memory is
+    rows x n_codes rather than n x n_codes."""
+    nearest = np.empty((len(x), k), dtype=np.int64)
+    squared = (centroids ** 2).sum(1)
+    for start in range(0, len(x), rows):
+        block = x[start:start + rows]
+        dist = (block ** 2).sum(1, keepdims=True) - 2 * block @ centroids.T + squared  # squared distances
+        nearest[start:start + rows] = np.argsort(dist, axis=1, kind="stable")[:, :k]
+    return nearest

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import time
 from dataclasses import dataclass
@@ -150,14 +151,11 @@ def preprocess(config: PreprocessConfig, inputs: Inputs, out: str | Path,
     stages = _Stages(log)
     raw = _load(inputs, config, log)
     stages.done("read inputs")
-    histories, users, item_ids = _filter_and_remap(raw, config.k_core)
+    offsets, seq_items, users, item_ids = _filter_and_remap(raw, config.k_core)
     stages.done("k-core and id remap")
-    offsets = np.zeros(len(histories) + 1, dtype=np.int64)
-    offsets[1:] = np.cumsum([len(h) for h in histories])
-    seq_items = np.concatenate(histories).astype(np.int32)
     splits = make_splits(offsets, config.split, config.test_ratio)
     if not len(splits["train"][0]):
-        raise UserError(f"no training samples: none of the {len(histories)} users left by the k-core filter "
+        raise UserError(f"no training samples: none of the {len(users)} users left by the k-core filter "
                         f"(k_core={config.k_core}) has a training target, an item with one before it and the "
                         f"validation and test targets after it (split {config.split}; leave-one-out needs 4 items)")
     stages.done("splits")
@@ -277,11 +275,14 @@ def _load(inputs: Inputs, config: PreprocessConfig, log: Callable[[str], None]) 
     return raw
 
 
-def _filter_and_remap(raw: RawData, k_core: int) -> tuple[list[np.ndarray], list[str], list[str]]:
-    """k-core filtering, then ids 1..n in raw-id order (numeric where all ids are integers); 0 is padding."""
+def _filter_and_remap(raw: RawData, k_core: int) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
+    """k-core filtering, then ids 1..n in raw-id order (numeric where all ids are integers); 0 is padding.
+    Returns the kept histories (offsets [n_users + 1], items [n_interactions]), their raw user ids and the raw
+    item id of each new id."""
     lengths = np.array([len(h) for h in raw.histories])
     user_of = np.repeat(np.arange(len(raw.histories)), lengths)
-    raw_items, item_of = np.unique(np.concatenate([np.asarray(h) for h in raw.histories]), return_inverse=True)
+    raw_items, item_of = np.unique(np.asarray(list(itertools.chain.from_iterable(raw.histories))),
+                                   return_inverse=True)
     keep = np.ones(len(item_of), dtype=bool)
     while k_core > 0:
         user_count = np.bincount(user_of[keep], minlength=len(lengths))
@@ -299,14 +300,10 @@ def _filter_and_remap(raw: RawData, k_core: int) -> tuple[list[np.ndarray], list
              else np.arange(len(names)))  # Python ints: ids of any length
     new_id = np.zeros(len(raw_items), dtype=np.int64)
     new_id[kept_items[order]] = np.arange(1, len(kept_items) + 1)
-    bounds = np.concatenate([[0], np.cumsum(lengths)])
-    histories, users = [], []
-    for u, raw_user in enumerate(raw.users):
-        mask = keep[bounds[u]:bounds[u + 1]]
-        if mask.any():
-            histories.append(new_id[item_of[bounds[u]:bounds[u + 1]][mask]])
-            users.append(raw_user)
-    return histories, users, [str(n) for n in names[order]]
+    kept = np.bincount(user_of[keep], minlength=len(lengths))  # interactions kept per user
+    offsets = np.concatenate([[0], np.cumsum(kept[kept > 0])]).astype(np.int64)
+    users = [raw.users[u] for u in np.flatnonzero(kept)]
+    return offsets, new_id[item_of[keep]].astype(np.int32), users, [str(n) for n in names[order]]
 
 
 def make_splits(offsets: np.ndarray, split: str, test_ratio: float) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -316,16 +313,20 @@ def make_splits(offsets: np.ndarray, split: str, test_ratio: float) -> dict[str,
     ratio: test = every position of the last `test_ratio` of the history (at least one), valid = the position
            just before the test block, train = every earlier position.
     """
-    out = {"train": ([], []), "valid": ([], []), "test": ([], [])}
-    for user, n in enumerate(np.diff(offsets)):
-        n_test = 1 if split == "loo" else max(1, int(round(n * test_ratio)))
-        first_test = n - n_test
-        for name, positions in (("test", range(max(first_test, 1), n)),
-                                ("valid", range(max(first_test - 1, 1), first_test)),
-                                ("train", range(1, first_test - 1))):
-            out[name][0].extend([user] * len(positions))
-            out[name][1].extend(positions)
-    return {name: (np.asarray(u, dtype=np.int32), np.asarray(p, dtype=np.int32)) for name, (u, p) in out.items()}
+    n = np.diff(offsets)
+    n_test = np.ones_like(n) if split == "loo" else np.maximum(1, np.round(n * test_ratio).astype(np.int64))
+    first_test = n - n_test
+    return {"test": _ranges(np.maximum(first_test, 1), n),
+            "valid": _ranges(np.maximum(first_test - 1, 1), first_test),
+            "train": _ranges(np.ones_like(n), first_test - 1)}
+
+
+def _ranges(start: np.ndarray, stop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(user, position) for every position in [start[u], stop[u]) of every user u, user by user."""
+    count = np.maximum(stop - start, 0)
+    users = np.repeat(np.arange(len(count)), count)
+    positions = np.arange(count.sum()) - np.repeat(np.cumsum(count) - count - start, count)
+    return users.astype(np.int32), positions.astype(np.int32)
 
 
 def _train_items(offsets: np.ndarray, seq_items: np.ndarray, valid: tuple[np.ndarray, np.ndarray],

@@ -69,25 +69,27 @@ class FullSortRecommender(nn.Module):
             return scores
         return torch.logsumexp(log_weights.unsqueeze(-1) + scores.log_softmax(-1), dim=1)  # [B, n_items]
 
-    def sampled_loss(self, query: torch.Tensor, targets: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy of each query [N, d] over its target [N] and `n_negatives` items drawn uniformly
-        (padding excluded) for it; a negative that is the target itself is masked out."""
+    def sampled_loss(self, query: Query, targets: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of each query [N, d] (or mixture of H queries [N, H, d]) over its target [N] and
+        `n_negatives` items drawn uniformly (padding excluded) for it; a negative that is the target itself is
+        masked out. Its cost grows with `n_negatives`, not with the number of items."""
+        query, log_weights = query if isinstance(query, tuple) else (query, None)
         negatives = torch.randint(1, len(items), (len(targets), self.n_negatives), device=targets.device)
         candidates = torch.cat([targets[:, None], negatives], dim=1)  # [N, 1 + K]
         if self.temperature > 0:
             query, items = F.normalize(query, dim=-1) / self.temperature, F.normalize(items, dim=-1)
-        logits = torch.einsum("nd,nkd->nk", query, F.embedding(candidates, items))  # [N, 1 + K]
-        logits = logits.masked_fill(torch.cat([torch.zeros_like(targets[:, None], dtype=torch.bool),
-                                               negatives == targets[:, None]], dim=1), float("-inf"))
-        return F.cross_entropy(logits, torch.zeros_like(targets))
+        queries = query if log_weights is not None else query[:, None]  # [N, H, d]
+        logits = torch.einsum("nhd,nkd->nhk", queries, F.embedding(candidates, items))  # [N, H, 1 + K]
+        same = torch.cat([torch.zeros_like(targets[:, None], dtype=torch.bool), negatives == targets[:, None]], dim=1)
+        target = logits.masked_fill(same[:, None], float("-inf")).log_softmax(-1)[..., 0]  # [N, H]
+        if log_weights is None:
+            return -target[:, 0].mean()
+        return -torch.logsumexp(log_weights + target, dim=1).mean()
 
     def calculate_loss(self, batch: Batch) -> torch.Tensor:
         if self.n_negatives:
             items = self.item_table()
-            query = self.encode(batch, items)
-            if isinstance(query, tuple):
-                raise ValueError("a sampled softmax needs one query per history (not a mixture readout)")
-            return self.sampled_loss(query, batch.targets, items)
+            return self.sampled_loss(self.encode(batch, items), batch.targets, items)
         scores, log_weights = self.head_scores(batch)
         if log_weights is None:
             return F.cross_entropy(scores, batch.targets)

@@ -74,8 +74,8 @@ class TrainConfig:
             raise UserError("setting 'temperature': must be 0 (dot product) or positive (cosine / temperature)")
         if self.train_on == "sequences" and self.model != "sasrec":
             raise UserError("setting 'train_on': 'sequences' needs model=sasrec (one output per position)")
-        if self.n_negatives < 0 or (self.n_negatives and self.model == "mmsr" and self.readout == "mixture"):
-            raise UserError("setting 'n_negatives': must be >= 0, and 0 with the mixture readout")
+        if self.n_negatives < 0:
+            raise UserError("setting 'n_negatives': must be >= 0")
         if self.missing_rate and self.missing_modality is None:
             raise UserError("setting 'missing_rate': needs 'missing_modality' (which modality goes missing)")
         if not 0 <= self.seed < 2 ** 32:
