@@ -1,4 +1,4 @@
-"""The training loop: Adam on full cross-entropy, validation every epoch, early stopping, one final test; in one
+"""The training loop: Adam on the model's loss, validation every epoch, early stopping, one final test; in one
 process or several (DistributedDataParallel, each process a share of every batch, rank 0 writing the run)."""
 from __future__ import annotations
 
@@ -144,7 +144,8 @@ def _train(group: Group, config: TrainConfig, data_dir: Path, run_dir: Path, res
     if device.startswith("cuda") and group.world > 1:
         device = f"cuda:{group.local_rank}"
     resume = group.from_main(lambda: _check_run_dir(run_dir, resume, overwrite))
-    torch.set_num_threads(group.threads(config.threads))
+    threads = group.threads(config.threads)
+    torch.set_num_threads(threads)
     seed_everything(config.seed)
     model = build_model(config, data).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -170,7 +171,6 @@ def _train(group: Group, config: TrainConfig, data_dir: Path, run_dir: Path, res
     samples = (f"{int((data.splits['valid'][1] >= 2).sum())} training sequences" if config.train_on == "sequences"
                else f"{len(data.splits['train'][0])} training samples")
     seen = "excluded from" if config.exclude_seen else "kept in"
-    threads = group.threads(config.threads)
     processes = (f"; {group.world} processes, {threads} thread{'s' * (threads > 1)} each" if group.world > 1 else "")
     log(f"{'resuming' if resume else 'training'} {name} on {data.path} ({samples}) from epoch {state['epoch'] + 1}; "
         f"seen items {seen} the ranking{processes}")
