@@ -97,7 +97,8 @@ def test_two_processes_train_like_one_and_evaluate_alike(data, tmp_path):
 
 
 def _workers(launcher: int) -> list[int]:
-    out = subprocess.run(["ps", "-ww", "-o", "pid=,args=", "--ppid", str(launcher)], capture_output=True, text=True).stdout
+    ps = ["ps", "-ww", "-o", "pid=,args=", "--ppid", str(launcher)]
+    out = subprocess.run(ps, capture_output=True, text=True).stdout
     return sorted(int(line.split()[0]) for line in out.splitlines() if "spawn_main" in line)
 
 

@@ -48,7 +48,8 @@ def recommend(model: Recommender, data: ProcessedData, users: np.ndarray, k: int
     model.eval()
     k = min(k, data.n_items - 1)
     items, scores = [], []
-    for batch in user_batches(data, model, users, scoring_batch_size(batch_size, data.n_items), with_seen=exclude_seen):
+    batches = user_batches(data, model, users, scoring_batch_size(batch_size, data.n_items), with_seen=exclude_seen)
+    for batch in batches:
         batch = batch.to(device)
         s = model.full_sort_predict(batch)
         if exclude_seen:
