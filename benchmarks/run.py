@@ -13,7 +13,10 @@ published elsewhere; checkpoint selection still looks at validation only) and `n
 runs/bench/<split>/NAME-s<seed> and writes a summary to benchmarks/results/<split>/NAME-s<seed>.json; a run with a
 summary is skipped, an interrupted one resumes. With more than one run to do, each runs in its own process, so that
 its peak memory is its own. `--missing-at-test` evaluates the trained runs with a share of the items missing a
-modality at test time only (results/<split>/missing/NAME-s<seed>_test_only.json).
+modality at test time only (results/<split>/missing/NAME-s<seed>_test_only.json). `--data DIR` trains on another
+dataset that `mmsr-dgl preprocess` made (the presets' preprocessing is then not applied); its summaries record the
+dataset's input files by name and SHA-256 and belong under a results folder of their own, e.g.
+`--data runs/beauty-data --out runs/bench/beauty --results benchmarks/results/beauty`.
 """
 from __future__ import annotations
 
@@ -87,8 +90,16 @@ def test_after_epochs(config: TrainConfig, data_dir: Path, run_dir: Path, epochs
     return done
 
 
+def dataset_record(data_dir: Path) -> dict:
+    """What identifies a dataset other than Toys: its input files (name and SHA-256), fingerprint and counts."""
+    manifest = json.loads((data_dir / "manifest.json").read_text())
+    files = {kind: {"name": Path(f["path"]).name, "sha256": f["sha256"]} for kind, f in
+             manifest["inputs"]["files"].items()}
+    return {"files": files, "fingerprint": manifest["fingerprint"], "counts": manifest["counts"]}
+
+
 def run_one(name: str, seed: int, preset: dict, data_dir: Path, run_dir: Path, summary_path: Path,
-            extra: list[str]) -> None:
+            extra: list[str], own_data: bool) -> None:
     train_overrides = preset["train"] + extra + [f"seed={seed}"]
     config = build_config(TrainConfig, overrides=train_overrides)
     start = time.perf_counter()
@@ -98,6 +109,7 @@ def run_one(name: str, seed: int, preset: dict, data_dir: Path, run_dir: Path, s
     history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     summary = {"experiment": name, "seed": seed, "overrides": train_overrides,
                "preprocess_overrides": preset["preprocess"],
+               **({"data": dataset_record(data_dir)} if own_data else {}),
                **({"inputs": {k: str(v.relative_to(ROOT)) for k, v in preset["inputs"].items()}} if preset["inputs"]
                   else {}), **({"nproc": preset["nproc"]} if preset["nproc"] > 1 else {}), **results,
                "valid_ndcg10_per_epoch": [r["valid"]["ndcg@10"] for r in history],
@@ -211,7 +223,7 @@ def main(argv: list[str] | None = None) -> None:
         inputs = preset["inputs"]
         data_name = "-".join(["data", *preset["preprocess"], *(f"{k}={v.parent.name}" for k, v in inputs.items())])
         data_dir = args.data or prepare_toys(args.toys, args.out / data_name, preset["preprocess"], inputs)
-        run_one(name, seed, preset, data_dir, *paths(name, seed), args.extra)
+        run_one(name, seed, preset, data_dir, *paths(name, seed), args.extra, own_data=args.data is not None)
     if args.missing_at_test:
         rates = [float(r) for r in args.missing_at_test.split(",")]
         for name in args.experiments:

@@ -24,7 +24,8 @@ toys = importlib.import_module("toys")
 PRESET_FILES = sorted(run.PRESETS.glob("*.yaml"))
 RESULTS = BENCHMARKS / "results"
 SUMMARY = re.compile(r"(?P<name>.+)-s(?P<seed>\d+)")
-SUMMARIES = sorted(p for p in RESULTS.glob("*/*.json") if SUMMARY.fullmatch(p.stem))
+# results/<split>/NAME-s<seed>.json on Toys; results/<dataset>/<split>/NAME-s<seed>.json on other data (`--data`)
+SUMMARIES = sorted(p for p in [*RESULTS.glob("*/*.json"), *RESULTS.glob("*/*/*.json")] if SUMMARY.fullmatch(p.stem))
 TEST_ONLY = sorted(RESULTS.glob("*/missing/*.json"))
 SPEED_ONLY = {"threads", "num_workers"}  # `--set` may change these for a run: the same experiment, other timings
 
@@ -90,7 +91,7 @@ def test_ablations_change_one_setting_of_their_base():
     assert ablations >= 8
 
 
-@pytest.mark.parametrize("path", SUMMARIES, ids=lambda p: f"{p.parent.name}/{p.stem}")
+@pytest.mark.parametrize("path", SUMMARIES, ids=lambda p: str(p.relative_to(RESULTS).with_suffix("")))
 def test_summary_names_the_preset_that_reproduces_it(path):
     """`python benchmarks/run.py NAME --seeds SEED` reproduces the row: the preset exists, has the summary's
     split, and agrees with every setting the summary recorded."""
@@ -101,6 +102,9 @@ def test_summary_names_the_preset_that_reproduces_it(path):
     assert preset["split"] == path.parent.name
     summary = json.loads(path.read_text())
     assert (summary["experiment"], summary["seed"]) == (name, seed)
+    other_data = path.parent.parent != RESULTS  # trained with --data: the summary names the dataset's files
+    assert ("data" in summary) == other_data
+    assert not other_data or all(len(f["sha256"]) == 64 for f in summary["data"]["files"].values())
     ours = build_config(TrainConfig, overrides=preset["train"] + [f"seed={seed}"])
     recorded = build_config(TrainConfig, overrides=summary["overrides"])
     for key in {o.partition("=")[0] for o in summary["overrides"]} - SPEED_ONLY:
