@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Step and epoch time of this checkout against another one, alternating between the two so that both see the same
-# machine: bench_model.py (one training step) and bench_train.py --epochs 1 (one epoch), on the Toys default.
+# machine: bench_model.py (one training step) and bench_train.py --epochs 1 (one epoch), on the Toys default
+# (`preprocess` and `train` with their default settings).
 #
 #   git worktree add ../base <commit>; bash benchmarks/ab_speed.sh ../base [ROUNDS] [THREADS...]
 #
@@ -12,8 +13,6 @@ rounds=${2:-2}
 shift $(( $# > 1 ? 2 : 1 ))
 threads=${*:-1 2}
 work=${WORK:-$here/runs/bench/ab}
-toys_default=(--preprocess-set n_codes=4096 --preprocess-set codes_per_item=1
-              --set item_repr=id+codes+features --set readout=mixture)
 if [ "${BUSY:-0}" = 1 ]; then
   python -c "import torch; torch.set_num_threads(1); a = torch.randn(1500, 1500)
 while True: a @ a" &
@@ -25,7 +24,7 @@ for round in $(seq "$rounds"); do
       dir=${!side}
       echo "== round $round, $side ($dir), $n thread(s)"
       PYTHONPATH=$dir python "$dir/benchmarks/bench_model.py" --out "$work/$side/toys-data" --threads "$n" \
-        "${toys_default[@]}" | grep -E "graph per batch|median"
+        | grep -E "graph per batch|median"
       PYTHONPATH=$dir python "$dir/benchmarks/bench_train.py" --work "$work/$side" --epochs 1 --set "threads=$n" \
         | grep -E "seconds per training epoch"
     done

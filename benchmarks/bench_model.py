@@ -30,6 +30,7 @@ from mmsr_dgl.data import PreprocessConfig, load_processed, preprocess
 from mmsr_dgl.data.preprocess import Inputs
 from mmsr_dgl.nn import make_batch
 from mmsr_dgl.training import TrainConfig
+from mmsr_dgl.training.optim import make_optimizer
 from mmsr_dgl.training.run import build_model
 
 COLLATE_TARGET_MS, STEP_TARGET_MS = 10.0, 150.0
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     model = build_model(config, data).train()
     spec = model.graph_spec()  # None: the model reads only the padded sequences
     codes, views = (None, set()) if spec is None else ({m: data.codes[m] for m in spec[0]}, spec[1])
-    optim = torch.optim.Adam(model.parameters(), lr=config.lr)
+    optim = make_optimizer(model, config.lr, config.weight_decay)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"model: {config.model} {args.config or '(code defaults)'} {' '.join(args.overrides)}, "
           f"{n_params:,} parameters; "

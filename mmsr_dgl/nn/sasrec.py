@@ -9,12 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .batch import Batch
 from .dropout import RandMaskDropout
-from .scoring import FullSortRecommender
+from .scoring import FullSortRecommender, Items
 
 
 @dataclass
@@ -55,21 +54,23 @@ class SASRec(FullSortRecommender):
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
 
-    def encode(self, batch: Batch, items: torch.Tensor) -> torch.Tensor:
+    def encode(self, batch: Batch, items: Items) -> torch.Tensor:
         return self.hidden(batch, items)[:, -1]  # [B, d]: the most recent position
 
     def calculate_loss(self, batch: Batch) -> torch.Tensor:
         """With `targets` [B, L] (a whole sequence per row, 0 = none) every position predicts its next item."""
         if batch.targets.dim() == 1:
             return super().calculate_loss(batch)
-        items = self.item_table()
         real = batch.targets != 0  # [B, L]
-        query, targets = self.hidden(batch, items)[real], batch.targets[real]  # [N, d], [N]
+        targets = batch.targets[real]  # [N]
         if self.n_negatives:
-            return self.sampled_loss(query, targets, items)
-        return F.cross_entropy(self.scores(query, items), targets)
+            negatives = self.draw_negatives(targets.device)
+            items = self.item_rows(batch, targets, negatives)
+            return self.sampled_loss(self.hidden(batch, items)[real], targets, items, negatives)
+        items = self.item_table()
+        return self.full_loss(self.hidden(batch, items)[real], targets, items)  # [N, d] queries
 
-    def hidden(self, batch: Batch, items: torch.Tensor) -> torch.Tensor:
+    def hidden(self, batch: Batch, items: Items) -> torch.Tensor:
         """[B, L, d]: the output at every position of the left-padded `batch.seq` [B, L]."""
         seq = batch.seq  # [B, L], left-padded
         B, L = seq.shape

@@ -12,10 +12,76 @@ from .batch import Batch
 Query = torch.Tensor | tuple[torch.Tensor, torch.Tensor]  # [B, d], or H queries [B, H, d] and log weights [B, H]
 
 
+class ItemRows:
+    """Some rows of the item table, looked up by item id like the table itself: `rows[ids]` -> [..., d].
+
+    What a sampled-softmax step computes instead of the whole table: the rows of the items it reads."""
+
+    def __init__(self, ids: torch.Tensor, rows: torch.Tensor):
+        self.ids, self.rows = ids, rows  # int64 [U] ascending, [U, d]
+
+    def __getitem__(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.rows[torch.searchsorted(self.ids, ids)]
+
+
+Items = torch.Tensor | ItemRows  # the whole item table [n_items, d], or the rows a step needs
+
+
+BLOCK_BYTES = 1 << 20  # the score block one chunk of items holds: small enough to stay in the core's cache
+
+
+class _TargetLogProb(torch.autograd.Function):
+    """log_softmax(query @ keys.T, -1) at `index` for queries [M, d] and keys [n, d], one chunk of keys at a time.
+
+    The [M, n] scores are never held whole: each chunk's block is scored, reduced into a running log-sum-exp and
+    dropped, and the backward pass scores it again to form its gradient block. Every pass over a block runs in
+    cache, where the plain computation writes and reads [M, n] tensors (scores, log-softmax, their gradients) in
+    memory several times; the price is one more matrix product."""
+
+    @staticmethod
+    def forward(ctx, query: torch.Tensor, keys: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        chunk = max(1, BLOCK_BYTES // (4 * len(query)))
+        lse = query.new_full((len(query),), float("-inf"))
+        for start in range(0, len(keys), chunk):
+            block = query @ keys[start:start + chunk].T  # [M, c]
+            lse = torch.logaddexp(lse, torch.logsumexp(block, -1))
+        ctx.save_for_backward(query, keys, index, lse)
+        ctx.chunk = chunk
+        return (query * keys[index]).sum(-1) - lse  # [M]
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
+        query, keys, index, lse = ctx.saved_tensors
+        grad_query = torch.zeros_like(query)
+        grad_keys = torch.empty_like(keys)
+        weight = -grad[:, None]
+        for start in range(0, len(keys), ctx.chunk):
+            part = keys[start:start + ctx.chunk]
+            block = (query @ part.T).sub_(lse[:, None]).exp_().mul_(weight)  # [M, c]: -grad * softmax
+            grad_query.addmm_(block, part)
+            torch.mm(block.T, query, out=grad_keys[start:start + ctx.chunk])
+        grad_query.addcmul_(keys[index], grad[:, None])  # the target's own score
+        grad_keys.index_add_(0, index, query * grad[:, None])
+        return grad_query, grad_keys, None
+
+
+def target_log_prob(query: torch.Tensor, keys: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """[M]: log_softmax(query @ keys.T, -1) at index, for queries [M, d], keys [n, d] and index [M] (int64)."""
+    return _TargetLogProb.apply(query, keys, index)
+
+
+def mixture_nll(log_prob: torch.Tensor, log_weights: torch.Tensor | None) -> torch.Tensor:
+    """Mean negative log-likelihood of the target from each query's log-probability [N] (or, with H queries
+    [N, H], their mixture with log weights [N, H])."""
+    if log_weights is None:
+        return -log_prob.mean()
+    return -torch.logsumexp(log_weights + log_prob, dim=1).mean()
+
+
 class FullSortRecommender(nn.Module):
     """Subclasses define `item_emb` (ids 0..n_items-1, 0 = padding), `modalities`, `temperature` and
-    `encode(batch, items)`, which reads the item table `items` [n_items, d] computed once per step and returns a
-    query [B, d], or H queries [B, H, d] with their log mixture weights [B, H].
+    `encode(batch, items)`, which reads item rows `items[ids]` (the table computed once per step, or the rows the
+    step needs) and returns a query [B, d], or H queries [B, H, d] with their log mixture weights [B, H].
 
     Scores are dot products with every item embedding (with `temperature` > 0: cosine similarities divided by
     it); padding always scores -inf; the loss is cross-entropy over all items. With H queries the scores are the
@@ -32,69 +98,92 @@ class FullSortRecommender(nn.Module):
         """Tell the model the codes (modality -> [n_items, k]) and reduced features (modality -> [n_items, f]) of
         every item; only models that read them care."""
 
+    def set_sampled(self, n_negatives: int) -> None:
+        """Train with a sampled softmax over `n_negatives` items shared by the batch (0: the full softmax). Then a
+        step computes and updates only the item rows it reads: the id embeddings give sparse gradients (for a
+        sparse optimizer, see `training.optim`)."""
+        self.n_negatives = n_negatives
+        self.item_emb.sparse = n_negatives > 0
+
     def graph_spec(self, all_nodes: bool = False) -> tuple[list[str], set[ViewKey]] | None:
         """The modalities and relation-group views of the batched MSGraph this model reads (`all_nodes`: also what
         updating every node, not only what the readout reads, needs); None: it reads only `Batch.seq`."""
         return None
 
-    def item_table(self) -> torch.Tensor:
-        """[n_items, d]: the embeddings every item is scored with."""
-        return self.item_emb.weight
+    def item_table(self, ids: torch.Tensor | None = None) -> torch.Tensor:
+        """[n_items, d]: the embeddings every item is scored with (with `ids` [U]: only their rows, [U, d])."""
+        return self.item_emb.weight if ids is None else self.item_emb(ids)
 
-    def encode(self, batch: Batch, items: torch.Tensor) -> Query:
+    def encode(self, batch: Batch, items: Items) -> Query:
         raise NotImplementedError
 
     def forward(self, batch: Batch) -> Query:
         return self.encode(batch, self.item_table())
 
-    def head_scores(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Scores [B, n_items] (padding at -inf) and None; or, with H queries, [B, H, n_items] and the log mixture
-        weights [B, H]."""
-        items = self.item_table()  # [n_items, d]
-        query = self.encode(batch, items)
-        query, log_weights = query if isinstance(query, tuple) else (query, None)  # [B, d] or [B, H, d]
-        return self.scores(query, items), log_weights
+    def _normalized(self, query: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.temperature > 0:
+            return F.normalize(query, dim=-1) / self.temperature, F.normalize(items, dim=-1)
+        return query, items
 
     def scores(self, query: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """[..., n_items] scores of queries [..., d] against the item table, padding at -inf."""
-        if self.temperature > 0:
-            query, items = F.normalize(query, dim=-1) / self.temperature, F.normalize(items, dim=-1)
+        query, items = self._normalized(query, items)
         scores = query @ items.T
-        # out of place: an in-place write would make autograd copy the whole [B, n_items] gradient
-        return scores.index_fill(-1, torch.zeros(1, dtype=torch.long, device=scores.device), float("-inf"))
+        scores[..., 0] = float("-inf")  # in place: training never differentiates these scores (see full_loss)
+        return scores
 
-    def full_sort_predict(self, batch: Batch) -> torch.Tensor:
-        scores, log_weights = self.head_scores(batch)
+    def full_sort_predict(self, batch: Batch, items: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, n_items] scores of every item (padding at -inf); with H queries the log-probabilities of their
+        mixture. `items`: the item table when the caller computed it once for many batches."""
+        items = self.item_table() if items is None else items
+        query = self.encode(batch, items)
+        query, log_weights = query if isinstance(query, tuple) else (query, None)  # [B, d] or [B, H, d]
+        scores = self.scores(query, items)
         if log_weights is None:
             return scores
-        return torch.logsumexp(log_weights.unsqueeze(-1) + scores.log_softmax(-1), dim=1)  # [B, n_items]
+        # log sum_h w_h softmax_h = logsumexp_h(log w_h - logsumexp(scores_h) + scores_h)
+        shift = log_weights - torch.logsumexp(scores, -1)  # [B, H]
+        return torch.logsumexp(scores.add_(shift[..., None]), dim=1)  # [B, n_items]
 
-    def sampled_loss(self, query: Query, targets: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy of each query [N, d] (or mixture of H queries [N, H, d]) over its target [N] and
-        `n_negatives` items drawn uniformly (padding excluded) for it; a negative that is the target itself is
-        masked out. Its cost grows with `n_negatives`, not with the number of items."""
+    def full_loss(self, query: Query, targets: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy over all items (padding excluded) of each query [N, d] (or mixture of H queries
+        [N, H, d]) at its target [N]."""
         query, log_weights = query if isinstance(query, tuple) else (query, None)
-        negatives = torch.randint(1, len(items), (len(targets), self.n_negatives), device=targets.device)
-        candidates = torch.cat([targets[:, None], negatives], dim=1)  # [N, 1 + K]
-        if self.temperature > 0:
-            query, items = F.normalize(query, dim=-1) / self.temperature, F.normalize(items, dim=-1)
+        query, keys = self._normalized(query, items[1:])  # padding is not a candidate
+        index = targets - 1 if log_weights is None else (targets - 1)[:, None].expand(-1, query.shape[1])
+        log_prob = target_log_prob(query.reshape(-1, query.shape[-1]), keys, index.reshape(-1))
+        return mixture_nll(log_prob.view(index.shape), log_weights)
+
+    def sampled_loss(self, query: Query, targets: torch.Tensor, items: Items,
+                     negatives: torch.Tensor | None = None) -> torch.Tensor:
+        """Cross-entropy of each query [N, d] (or mixture of H queries [N, H, d]) over its target [N] and
+        `n_negatives` items drawn uniformly (padding excluded; `negatives` [K] when drawn already), the same for
+        the whole batch; a negative that is the target itself is masked out. Its cost grows with `n_negatives`,
+        not with the number of items."""
+        query, log_weights = query if isinstance(query, tuple) else (query, None)
+        negatives = self.draw_negatives(targets.device) if negatives is None else negatives  # [K]
         queries = query if log_weights is not None else query[:, None]  # [N, H, d]
-        logits = torch.einsum("nhd,nkd->nhk", queries, F.embedding(candidates, items))  # [N, H, 1 + K]
-        same = torch.cat([torch.zeros_like(targets[:, None], dtype=torch.bool), negatives == targets[:, None]], dim=1)
-        target = logits.masked_fill(same[:, None], float("-inf")).log_softmax(-1)[..., 0]  # [N, H]
-        if log_weights is None:
-            return -target[:, 0].mean()
-        return -torch.logsumexp(log_weights + target, dim=1).mean()
+        rows = items[torch.cat([targets, negatives])]  # [N + K, d]
+        queries, rows = self._normalized(queries, rows)
+        positive = (queries * rows[:len(targets), None]).sum(-1, keepdim=True)  # [N, H, 1]
+        negative = queries @ rows[len(targets):].T  # [N, H, K]
+        negative = negative.masked_fill((negatives == targets[:, None])[:, None], float("-inf"))
+        log_prob = torch.cat([positive, negative], -1).log_softmax(-1)[..., 0]  # [N, H]
+        return mixture_nll(log_prob if log_weights is not None else log_prob[:, 0], log_weights)
+
+    def draw_negatives(self, device: torch.device) -> torch.Tensor:
+        """[n_negatives] item ids drawn uniformly from 1..n_items-1 (torch's generator: seeded per epoch)."""
+        return torch.randint(1, self.item_emb.num_embeddings, (self.n_negatives,), device=device)
+
+    def item_rows(self, batch: Batch, targets: torch.Tensor, negatives: torch.Tensor) -> ItemRows:
+        """The item rows a sampled-softmax step reads: the batch's items, its targets and the negatives."""
+        ids = torch.unique(torch.cat([batch.item_ids(), targets.reshape(-1), negatives]))
+        return ItemRows(ids, self.item_table(ids))
 
     def calculate_loss(self, batch: Batch) -> torch.Tensor:
         if self.n_negatives:
-            items = self.item_table()
-            return self.sampled_loss(self.encode(batch, items), batch.targets, items)
-        scores, log_weights = self.head_scores(batch)
-        if log_weights is None:
-            return F.cross_entropy(scores, batch.targets)
-        # -log of the mixture's probability of the target, from each query's log-softmax at the target only: the
-        # full mixture costs twice as much, and its logsumexp over -inf padding entries has a NaN gradient
-        index = batch.targets.view(-1, 1, 1).expand(-1, scores.shape[1], 1)  # [B, H, 1]
-        target = scores.log_softmax(-1).gather(-1, index).squeeze(-1)  # [B, H]
-        return -torch.logsumexp(log_weights + target, dim=1).mean()
+            negatives = self.draw_negatives(batch.targets.device)
+            items = self.item_rows(batch, batch.targets, negatives)
+            return self.sampled_loss(self.encode(batch, items), batch.targets, items, negatives)
+        items = self.item_table()
+        return self.full_loss(self.encode(batch, items), batch.targets, items)

@@ -47,7 +47,8 @@ class TrainConfig:
     # user of the dataset repeats an item (where nobody does, a seen item can never be the answer)
     exclude_seen: bool | None = None
     seed: int = 2023
-    threads: int = 2
+    # intra-op threads; 0: all cores, or 1 when measured steps run faster on 1 (another process busy), re-checked
+    threads: int = 0
     device: str = "cpu"
     num_workers: int = 0  # data-loader worker processes building graphs
 
@@ -62,7 +63,9 @@ class TrainConfig:
         names = {f"{m}@{k}" for m in METRICS for k in KS}
         if self.valid_metric not in names:
             raise UserError(f"setting 'valid_metric': {self.valid_metric!r} is not one of {', '.join(sorted(names))}")
-        for name in ("dim", "n_layers", "n_heads", "epochs", "batch_size", "eval_batch_size", "threads"):
+        if self.threads < 0:
+            raise UserError("setting 'threads': must be 0 (chosen by measurement) or a thread count")
+        for name in ("dim", "n_layers", "n_heads", "epochs", "batch_size", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise UserError(f"setting '{name}': must be at least 1")
         for name in ("dropout", "attn_dropout"):
@@ -76,6 +79,9 @@ class TrainConfig:
             raise UserError("setting 'train_on': 'sequences' needs model=sasrec (one output per position)")
         if self.n_negatives < 0:
             raise UserError("setting 'n_negatives': must be >= 0")
+        if self.n_negatives and self.weight_decay:
+            raise UserError("settings 'n_negatives' and 'weight_decay': a sampled softmax updates the item embeddings "
+                            "with a lazy (sparse) Adam, which has no weight decay; set one of them to 0")
         if self.missing_rate and self.missing_modality is None:
             raise UserError("setting 'missing_rate': needs 'missing_modality' (which modality goes missing)")
         if not 0 <= self.seed < 2 ** 32:

@@ -44,10 +44,10 @@ class Group:
                    int(os.environ.get("LOCAL_WORLD_SIZE", dist.get_world_size())))
 
     def threads(self, wanted: int) -> int:
-        """Intra-op threads for this process: `wanted`, but no more than its share of this machine's cores."""
-        if self.local_world == 1:
-            return wanted
-        return max(1, min(wanted, (os.cpu_count() or 1) // self.local_world))
+        """Intra-op threads for this process: `wanted` (0: its share of this machine's cores), but no more than
+        that share."""
+        share = max(1, (os.cpu_count() or 1) // self.local_world)
+        return min(wanted, share) if wanted else share
 
     def share(self, order: list[np.ndarray], whole: bool) -> list[np.ndarray]:
         """This process's part of every batch (contiguous, in rank order). `whole`: every process gets a part of

@@ -30,10 +30,11 @@ def target_ranks(model: Recommender, data: ProcessedData, split: str, batch_size
     model.set_item_content(*data.item_content(model.modalities))
     loader = split_batches(data, model, split, scoring_batch_size(batch_size, data.n_items), num_workers=num_workers,
                            with_seen=exclude_seen, group=group)
+    items = model.item_table()  # [n_items, d], once for every batch
     ranks = [torch.empty(0, dtype=torch.long)]
     for batch in tqdm(loader, desc=f"evaluate {split}", leave=False, disable=not progress):
         batch = batch.to(device)
-        scores = model.full_sort_predict(batch)
+        scores = model.full_sort_predict(batch, items)
         if exclude_seen:
             scores = mask_seen(scores, batch.seen, batch.targets)
         ranks.append(pessimistic_rank(scores, batch.targets).cpu())
@@ -63,7 +64,7 @@ def fixed_ranking_ranks(item_scores: np.ndarray, data: ProcessedData, split: str
         scores = scores_row.expand(stop - start, -1)
         if exclude_seen:
             seen = pad_left(data.inputs(users[start:stop], ends[start:stop], full=True))
-            scores = mask_seen(scores, seen, targets[start:stop])
+            scores = mask_seen(scores.clone(), seen, targets[start:stop])  # masked in place: each row a copy
         ranks.append(pessimistic_rank(scores, targets[start:stop]))
     return torch.cat(ranks)
 

@@ -14,18 +14,19 @@ def pessimistic_rank(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tenso
     A constant-score model therefore ranks every target last, never first.
     """
     target_scores = scores.gather(1, targets[:, None])  # [B, 1]
-    ranks = (scores.nan_to_num(nan=float("inf"), posinf=float("inf"), neginf=float("-inf"))
-             >= target_scores).sum(1) - 1
+    ranks = (scores < target_scores).logical_not_().sum(1) - 1  # not below the target: NaN scores count as above
     # a NaN score (a diverged model) ranks below everything, wherever it is
     return torch.where(target_scores[:, 0].isnan(), scores.shape[1] - 1, ranks)
 
 
 def mask_seen(scores: torch.Tensor, seq: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor:
-    """Scores with the items of each history (seq [B, L], 0 = padding) set to -inf; the target keeps its score."""
-    masked = scores.scatter(1, seq, float("-inf"))
+    """Scores with the items of each history (seq [B, L], 0 = padding) set to -inf, in place; the target keeps
+    its score."""
+    kept = None if targets is None else scores.gather(1, targets[:, None])
+    scores.scatter_(1, seq, float("-inf"))
     if targets is not None:
-        masked.scatter_(1, targets[:, None], scores.gather(1, targets[:, None]))
-    return masked
+        scores.scatter_(1, targets[:, None], kept)
+    return scores
 
 
 def metric_sums(ranks: torch.Tensor, ks=KS) -> dict[str, float]:

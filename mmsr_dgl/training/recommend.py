@@ -49,9 +49,10 @@ def recommend(model: Recommender, data: ProcessedData, users: np.ndarray, k: int
     k = min(k, data.n_items - 1)
     items, scores = [], []
     batches = user_batches(data, model, users, scoring_batch_size(batch_size, data.n_items), with_seen=exclude_seen)
+    table = model.item_table()  # [n_items, d], once for every batch
     for batch in batches:
         batch = batch.to(device)
-        s = model.full_sort_predict(batch)
+        s = model.full_sort_predict(batch, table)
         if exclude_seen:
             s = mask_seen(s, batch.seen, None)
         top = torch.topk(s, k, dim=1)

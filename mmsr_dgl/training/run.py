@@ -44,7 +44,7 @@ def check_model_size(config: TrainConfig, data: ProcessedData) -> None:
 def build_model(config: TrainConfig, data: ProcessedData) -> Recommender:
     check_model_size(config, data)
     model = _build(config, data)
-    model.n_negatives = config.n_negatives
+    model.set_sampled(config.n_negatives)
     return model
 
 

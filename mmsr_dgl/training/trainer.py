@@ -23,6 +23,8 @@ from .config import TrainConfig
 from .distributed import Group, launch, seed_for
 from .evaluate import evaluate, evaluate_scores
 from .loader import sequence_batches, split_batches
+from .optim import make_optimizer
+from .threads import ThreadChooser
 from .run import (
     CONFIG_FILE,
     build_model,
@@ -145,10 +147,10 @@ def _train(group: Group, config: TrainConfig, data_dir: Path, run_dir: Path, res
         device = f"cuda:{group.local_rank}"
     resume = group.from_main(lambda: _check_run_dir(run_dir, resume, overwrite))
     threads = group.threads(config.threads)
-    torch.set_num_threads(threads)
+    chooser = ThreadChooser(threads, adaptive=config.threads == 0)
     seed_everything(config.seed)
     model = build_model(config, data).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = make_optimizer(model, config.lr, config.weight_decay)
     state = {"epoch": 0, "history": [], "best": None, "bad_epochs": 0}
     if resume:
         saved = group.from_main(lambda: _check_resume(run_dir, config, data))
@@ -178,7 +180,7 @@ def _train(group: Group, config: TrainConfig, data_dir: Path, run_dir: Path, res
 
     while state["epoch"] < config.epochs and state["bad_epochs"] < config.patience:
         epoch = state["epoch"]
-        record = _train_epoch(step, model, optimizer, data, config, epoch, device, group, progress, log)
+        record = _train_epoch(step, model, optimizer, data, config, epoch, device, group, chooser, progress, log)
         start = time.perf_counter()
         valid = evaluate(model, data, "valid", config.eval_batch_size, config.exclude_seen, device,
                          config.num_workers, progress and group.main, group)
@@ -210,7 +212,8 @@ PROGRESS_SECONDS = 60.0  # without a progress bar, a progress line this often
 
 
 def _train_epoch(step: torch.nn.Module, model, optimizer, data: ProcessedData, config: TrainConfig, epoch: int,
-                 device: str, group: Group, progress: bool, log: Callable[[str], None]) -> dict:
+                 device: str, group: Group, chooser: ThreadChooser, progress: bool,
+                 log: Callable[[str], None]) -> dict:
     """One pass over the training samples; `step(batch)` is the loss (DistributedDataParallel's in a group)."""
     model.train()
     torch.manual_seed(seed_for(config.seed, epoch, group.rank))
@@ -218,7 +221,7 @@ def _train_epoch(step: torch.nn.Module, model, optimizer, data: ProcessedData, c
               else split_batches(data, model, "train", config.batch_size, shuffle_seed=[config.seed, epoch],
                                  num_workers=config.num_workers, group=group))
     total, count, start = 0.0, 0, time.perf_counter()
-    said = start
+    said = last = start
     bar = tqdm(loader, desc=f"epoch {epoch + 1}", leave=False, disable=not (progress and group.main))
     for n, batch in enumerate(bar, 1):
         batch = batch.to(device)
@@ -232,6 +235,8 @@ def _train_epoch(step: torch.nn.Module, model, optimizer, data: ProcessedData, c
         total += loss.item() * len(batch)
         count += len(batch)
         now = time.perf_counter()
+        chooser.step_done(now - last)
+        last = now
         bar.set_postfix(loss=f"{total / count:.4f}", samples_per_s=f"{count * group.world / (now - start):.0f}")
         if not progress and now - said >= PROGRESS_SECONDS:
             said = now
@@ -240,7 +245,7 @@ def _train_epoch(step: torch.nn.Module, model, optimizer, data: ProcessedData, c
     seconds = time.perf_counter() - start
     total, count = group.sum([total, count])
     return {"epoch": epoch + 1, "loss": total / count, "seconds": round(seconds, 2),
-            "samples_per_s": round(count / seconds, 1)}
+            "samples_per_s": round(count / seconds, 1), "threads": torch.get_num_threads()}
 
 
 def _write_metrics(run_dir: Path, history: list[dict]) -> None:
