@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -91,7 +92,7 @@ def _model(data_dir: Path, overrides: list[str]):
     from mmsr_dgl.training.run import build_model, load_data
 
     config = build_config(TrainConfig, overrides=overrides)
-    torch.set_num_threads(config.threads)
+    torch.set_num_threads(config.threads or os.cpu_count())  # 0: every core (no other process runs here)
     torch.manual_seed(config.seed)
     data = load_data(config, data_dir)
     return config, data, build_model(config, data)

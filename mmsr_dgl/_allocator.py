@@ -16,7 +16,7 @@ import ctypes.util
 import os
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h
-THRESHOLD = 1 << 30  # blocks up to 1 GiB come from the heap; a free top of up to 1 GiB stays
+THRESHOLD = 1 << 28  # blocks up to 256 MiB come from the heap; a free top of up to 256 MiB stays
 
 
 def keep_freed_memory() -> bool:

@@ -17,6 +17,7 @@ from mmsr_dgl.training import TrainConfig, evaluate, train
 from mmsr_dgl.training.distributed import Group, launch
 from mmsr_dgl.training.loader import split_batches
 from mmsr_dgl.training.run import build_model, load_data, load_run
+from mmsr_dgl.training.optim import make_optimizer
 from mmsr_dgl.training.trainer import seed_everything
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,16 +48,16 @@ def test_each_process_gets_a_contiguous_share_of_every_batch():
         Group(0, 2).share([np.arange(1)], whole=True)
 
 
-def _one_step(data_dir: Path) -> dict:
+def _one_step(data_dir: Path, n_negatives: int) -> dict:
     """In each of two processes: one training step on its share of a batch; rank 0 returns what it learnt."""
     group = Group.join("cpu")
     torch.set_num_threads(1)
-    cfg = config()
+    cfg = config(n_negatives=n_negatives)
     data = load_data(cfg, data_dir)
     seed_everything(cfg.seed)
     model = build_model(cfg, data)
     before = torch.cat([p.detach().flatten() for p in model.parameters()]).clone()
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    optimizer = make_optimizer(model, cfg.lr)
     batch = next(iter(split_batches(data, model, "train", cfg.batch_size, shuffle_seed=0, group=group)))
     torch.manual_seed(group.rank)  # different dropout masks in each process
     model.train()
@@ -72,8 +73,9 @@ def _one_step(data_dir: Path) -> dict:
             "same_samples": torch.equal(everyone[0][1], everyone[1][1])}
 
 
-def test_parameters_are_identical_on_every_rank_after_a_step(data):
-    seen = launch(2, _one_step, data)
+@pytest.mark.parametrize("n_negatives", [0, 16])  # 16: sparse gradients of the id embeddings, a lazy Adam
+def test_parameters_are_identical_on_every_rank_after_a_step(data, n_negatives):
+    seen = launch(2, _one_step, data, n_negatives)
     assert not seen["same_samples"]  # each process trained on its own share of the batch...
     assert seen["moved"] > 1e-4  # ...the step changed the weights...
     assert seen["rank_difference"] == 0.0  # ...and both processes hold the same weights after it

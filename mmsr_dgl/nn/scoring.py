@@ -8,6 +8,7 @@ from torch import nn
 
 from ..graph import ViewKey
 from .batch import Batch
+from .losses import BLOCK_BYTES, mixture_nll, target_log_prob
 
 Query = torch.Tensor | tuple[torch.Tensor, torch.Tensor]  # [B, d], or H queries [B, H, d] and log weights [B, H]
 
@@ -25,57 +26,6 @@ class ItemRows:
 
 
 Items = torch.Tensor | ItemRows  # the whole item table [n_items, d], or the rows a step needs
-
-
-BLOCK_BYTES = 1 << 20  # the score block one chunk of items holds: small enough to stay in the core's cache
-
-
-class _TargetLogProb(torch.autograd.Function):
-    """log_softmax(query @ keys.T, -1) at `index` for queries [M, d] and keys [n, d], one chunk of keys at a time.
-
-    The [M, n] scores are never held whole: each chunk's block is scored, reduced into a running log-sum-exp and
-    dropped, and the backward pass scores it again to form its gradient block. Every pass over a block runs in
-    cache, where the plain computation writes and reads [M, n] tensors (scores, log-softmax, their gradients) in
-    memory several times; the price is one more matrix product."""
-
-    @staticmethod
-    def forward(ctx, query: torch.Tensor, keys: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        chunk = max(1, BLOCK_BYTES // (4 * len(query)))
-        lse = query.new_full((len(query),), float("-inf"))
-        for start in range(0, len(keys), chunk):
-            block = query @ keys[start:start + chunk].T  # [M, c]
-            lse = torch.logaddexp(lse, torch.logsumexp(block, -1))
-        ctx.save_for_backward(query, keys, index, lse)
-        ctx.chunk = chunk
-        return (query * keys[index]).sum(-1) - lse  # [M]
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
-        query, keys, index, lse = ctx.saved_tensors
-        grad_query = torch.zeros_like(query)
-        grad_keys = torch.empty_like(keys)
-        weight = -grad[:, None]
-        for start in range(0, len(keys), ctx.chunk):
-            part = keys[start:start + ctx.chunk]
-            block = (query @ part.T).sub_(lse[:, None]).exp_().mul_(weight)  # [M, c]: -grad * softmax
-            grad_query.addmm_(block, part)
-            torch.mm(block.T, query, out=grad_keys[start:start + ctx.chunk])
-        grad_query.addcmul_(keys[index], grad[:, None])  # the target's own score
-        grad_keys.index_add_(0, index, query * grad[:, None])
-        return grad_query, grad_keys, None
-
-
-def target_log_prob(query: torch.Tensor, keys: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """[M]: log_softmax(query @ keys.T, -1) at index, for queries [M, d], keys [n, d] and index [M] (int64)."""
-    return _TargetLogProb.apply(query, keys, index)
-
-
-def mixture_nll(log_prob: torch.Tensor, log_weights: torch.Tensor | None) -> torch.Tensor:
-    """Mean negative log-likelihood of the target from each query's log-probability [N] (or, with H queries
-    [N, H], their mixture with log weights [N, H])."""
-    if log_weights is None:
-        return -log_prob.mean()
-    return -torch.logsumexp(log_weights + log_prob, dim=1).mean()
 
 
 class FullSortRecommender(nn.Module):
@@ -141,9 +91,18 @@ class FullSortRecommender(nn.Module):
         scores = self.scores(query, items)
         if log_weights is None:
             return scores
-        # log sum_h w_h softmax_h = logsumexp_h(log w_h - logsumexp(scores_h) + scores_h)
-        shift = log_weights - torch.logsumexp(scores, -1)  # [B, H]
-        return torch.logsumexp(scores.add_(shift[..., None]), dim=1)  # [B, n_items]
+        # log sum_h w_h softmax_h = logsumexp_h(log w_h - logsumexp(scores_h) + scores_h), a few users at a time:
+        # each slice's passes (log-sum-exp, shift, mixture) then run in cache instead of over [B, H, n_items]
+        mixture = scores.new_empty((len(scores), scores.shape[-1]))  # [B, n_items]
+        rows = max(1, BLOCK_BYTES // (4 * scores[0].numel()))
+        for start in range(0, len(scores), rows):
+            part = scores[start:start + rows]  # [r, H, n_items]
+            part.add_((log_weights[start:start + rows] - torch.logsumexp(part, -1))[..., None])
+            mixed = part[:, 0]
+            for head in range(1, part.shape[1]):
+                mixed = torch.logaddexp(mixed, part[:, head])
+            mixture[start:start + rows] = mixed
+        return mixture
 
     def full_loss(self, query: Query, targets: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Cross-entropy over all items (padding excluded) of each query [N, d] (or mixture of H queries

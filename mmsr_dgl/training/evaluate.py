@@ -8,7 +8,7 @@ from tqdm import tqdm
 from ..data import ProcessedData
 from ..nn import Recommender, pad_left
 from .distributed import Group
-from .loader import split_batches
+from .loader import prefetched, split_batches
 from .metrics import MetricAccumulator, mask_seen, pessimistic_rank
 
 SCORES_AT_ONCE = 1 << 25  # scores [batch, n_items] held at once: 128 MiB of float32, whatever the catalogue
@@ -32,7 +32,8 @@ def target_ranks(model: Recommender, data: ProcessedData, split: str, batch_size
                            with_seen=exclude_seen, group=group)
     items = model.item_table()  # [n_items, d], once for every batch
     ranks = [torch.empty(0, dtype=torch.long)]
-    for batch in tqdm(loader, desc=f"evaluate {split}", leave=False, disable=not progress):
+    batches = loader if num_workers else prefetched(loader)
+    for batch in tqdm(batches, desc=f"evaluate {split}", total=len(loader), leave=False, disable=not progress):
         batch = batch.to(device)
         scores = model.full_sort_predict(batch, items)
         if exclude_seen:

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import random
+import threading
+from queue import Full, Queue
+from typing import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -94,3 +97,39 @@ def user_batches(data: ProcessedData, model: Recommender, users: np.ndarray, bat
 def _loader(dataset: Dataset, num_workers: int) -> DataLoader:
     return DataLoader(dataset, batch_size=None, shuffle=False, num_workers=num_workers,
                       worker_init_fn=_seed_worker if num_workers else None)
+
+
+def prefetched(batches: Iterable[Batch], depth: int = 2) -> Iterator[Batch]:
+    """The batches of `batches`, built `depth` ahead by a background thread, so that collation (numpy and DGL
+    graph construction) overlaps the model's work instead of waiting for it. Same batches, same order."""
+    queue: Queue = Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def offer(item) -> bool:  # False once the consumer has gone
+        while not stop.is_set():
+            try:
+                queue.put(item, timeout=0.1)
+                return True
+            except Full:
+                continue
+        return False
+
+    def build() -> None:
+        try:
+            for batch in batches:
+                if not offer(batch):
+                    return
+            offer(done)
+        except BaseException as err:  # raised where the batch would have been used
+            offer(err)
+
+    thread = threading.Thread(target=build, name="mmsr-batches", daemon=True)
+    thread.start()
+    try:
+        while (item := queue.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()

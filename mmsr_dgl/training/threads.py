@@ -14,7 +14,7 @@ import torch
 class ThreadChooser:
     """Call `step_done(seconds)` after every training step; it sets torch's thread count between steps."""
 
-    def __init__(self, most: int, adaptive: bool = True, window: int = 16, first_check: int = 64,
+    def __init__(self, most: int, adaptive: bool = True, window: int = 16, first_check: int = 16,
                  longest_hold: int = 2048):
         """Start on `most` threads; `adaptive`: also try 1 thread and keep the faster."""
         self.options = (most, 1) if adaptive and most > 1 else (most,)

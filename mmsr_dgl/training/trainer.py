@@ -22,7 +22,7 @@ from ..errors import UserError
 from .config import TrainConfig
 from .distributed import Group, launch, seed_for
 from .evaluate import evaluate, evaluate_scores
-from .loader import sequence_batches, split_batches
+from .loader import prefetched, sequence_batches, split_batches
 from .optim import make_optimizer
 from .threads import ThreadChooser
 from .run import (
@@ -222,7 +222,9 @@ def _train_epoch(step: torch.nn.Module, model, optimizer, data: ProcessedData, c
                                  num_workers=config.num_workers, group=group))
     total, count, start = 0.0, 0, time.perf_counter()
     said = last = start
-    bar = tqdm(loader, desc=f"epoch {epoch + 1}", leave=False, disable=not (progress and group.main))
+    batches = loader if config.num_workers else prefetched(loader)
+    bar = tqdm(batches, desc=f"epoch {epoch + 1}", total=len(loader), leave=False,
+               disable=not (progress and group.main))
     for n, batch in enumerate(bar, 1):
         batch = batch.to(device)
         loss = step(batch)
