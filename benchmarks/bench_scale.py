@@ -99,8 +99,6 @@ def _model(data_dir: Path, overrides: list[str]):
 
 
 def stage_epoch(_: Path, data_dir: Path, args: argparse.Namespace) -> dict:
-    import torch
-
     from mmsr_dgl.training.loader import split_batches
     from mmsr_dgl.training.optim import make_optimizer
 
