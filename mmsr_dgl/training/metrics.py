@@ -14,7 +14,8 @@ def pessimistic_rank(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tenso
     A constant-score model therefore ranks every target last, never first.
     """
     target_scores = scores.gather(1, targets[:, None])  # [B, 1]
-    ranks = (scores < target_scores).logical_not_().sum(1) - 1  # not below the target: NaN scores count as above
+    # every item not below the target ranks above it (NaN scores too): n_items - 1 - (items below the target)
+    ranks = scores.shape[1] - 1 - (scores < target_scores).sum(1)
     # a NaN score (a diverged model) ranks below everything, wherever it is
     return torch.where(target_scores[:, 0].isnan(), scores.shape[1] - 1, ranks)
 
