@@ -62,13 +62,7 @@ class SASRec(FullSortRecommender):
         if batch.targets.dim() == 1:
             return super().calculate_loss(batch)
         real = batch.targets != 0  # [B, L]
-        targets = batch.targets[real]  # [N]
-        if self.n_negatives:
-            negatives = self.draw_negatives(targets.device)
-            items = self.item_rows(batch, targets, negatives)
-            return self.sampled_loss(self.hidden(batch, items)[real], targets, items, negatives)
-        items = self.item_table()
-        return self.full_loss(self.hidden(batch, items)[real], targets, items)  # [N, d] queries
+        return self.loss(batch, batch.targets[real], lambda items: self.hidden(batch, items)[real])  # [N, d] queries
 
     def hidden(self, batch: Batch, items: Items) -> torch.Tensor:
         """[B, L, d]: the output at every position of the left-padded `batch.seq` [B, L]."""

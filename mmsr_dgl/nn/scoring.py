@@ -1,6 +1,8 @@
 """The model contract shared by every recommender here (RecBole's): forward, full_sort_predict, calculate_loss."""
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -139,10 +141,15 @@ class FullSortRecommender(nn.Module):
         ids = torch.unique(torch.cat([batch.item_ids(), targets.reshape(-1), negatives]))
         return ItemRows(ids, self.item_table(ids))
 
-    def calculate_loss(self, batch: Batch) -> torch.Tensor:
+    def loss(self, batch: Batch, targets: torch.Tensor, queries: Callable[[Items], Query]) -> torch.Tensor:
+        """The training loss of `queries(items)` (from the item table, or under a sampled softmax from the rows the
+        step reads) at `targets` [N]."""
         if self.n_negatives:
-            negatives = self.draw_negatives(batch.targets.device)
-            items = self.item_rows(batch, batch.targets, negatives)
-            return self.sampled_loss(self.encode(batch, items), batch.targets, items, negatives)
+            negatives = self.draw_negatives(targets.device)
+            items = self.item_rows(batch, targets, negatives)
+            return self.sampled_loss(queries(items), targets, items, negatives)
         items = self.item_table()
-        return self.full_loss(self.encode(batch, items), batch.targets, items)
+        return self.full_loss(queries(items), targets, items)
+
+    def calculate_loss(self, batch: Batch) -> torch.Tensor:
+        return self.loss(batch, batch.targets, lambda items: self.encode(batch, items))

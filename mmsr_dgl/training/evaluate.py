@@ -32,8 +32,8 @@ def target_ranks(model: Recommender, data: ProcessedData, split: str, batch_size
                            with_seen=exclude_seen, group=group)
     items = model.item_table()  # [n_items, d], once for every batch
     ranks = [torch.empty(0, dtype=torch.long)]
-    batches = loader if num_workers else prefetched(loader)
-    for batch in tqdm(batches, desc=f"evaluate {split}", total=len(loader), leave=False, disable=not progress):
+    for batch in tqdm(prefetched(loader), desc=f"evaluate {split}", total=len(loader), leave=False,
+                      disable=not progress):
         batch = batch.to(device)
         scores = model.full_sort_predict(batch, items)
         if exclude_seen:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import random
 import threading
 from queue import Full, Queue
-from typing import Iterable, Iterator
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -99,9 +99,13 @@ def _loader(dataset: Dataset, num_workers: int) -> DataLoader:
                       worker_init_fn=_seed_worker if num_workers else None)
 
 
-def prefetched(batches: Iterable[Batch], depth: int = 2) -> Iterator[Batch]:
-    """The batches of `batches`, built `depth` ahead by a background thread, so that collation (numpy and DGL
-    graph construction) overlaps the model's work instead of waiting for it. Same batches, same order."""
+def prefetched(batches: DataLoader, depth: int = 2) -> Iterator[Batch]:
+    """The batches of `batches`, built `depth` ahead by a background thread (unless worker processes build them
+    already), so that collation (numpy and DGL graph construction) overlaps the model's work instead of waiting
+    for it. Same batches, same order."""
+    if batches.num_workers:
+        yield from batches
+        return
     queue: Queue = Queue(maxsize=depth)
     stop = threading.Event()
     done = object()

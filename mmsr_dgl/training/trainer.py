@@ -222,8 +222,7 @@ def _train_epoch(step: torch.nn.Module, model, optimizer, data: ProcessedData, c
                                  num_workers=config.num_workers, group=group))
     total, count, start = 0.0, 0, time.perf_counter()
     said = last = start
-    batches = loader if config.num_workers else prefetched(loader)
-    bar = tqdm(batches, desc=f"epoch {epoch + 1}", total=len(loader), leave=False,
+    bar = tqdm(prefetched(loader), desc=f"epoch {epoch + 1}", total=len(loader), leave=False,
                disable=not (progress and group.main))
     for n, batch in enumerate(bar, 1):
         batch = batch.to(device)
