@@ -84,8 +84,9 @@ def test_after_epochs(config: TrainConfig, data_dir: Path, run_dir: Path, epochs
     for epoch in sorted(set(epochs) - {r["after_epochs"] for r in done}):
         train(dataclasses.replace(config, epochs=epoch), data_dir, run_dir, resume=(run_dir / CONFIG_FILE).exists(),
               echo=print, progress=False)
-        _, data, model = load_run(run_dir, "last")
-        done.append({"after_epochs": epoch, "test": evaluate(model, data, "test", config.eval_batch_size)})
+        trained, data, model = load_run(run_dir, "last")
+        done.append({"after_epochs": epoch, "test": evaluate(model, data, "test", trained.eval_batch_size,
+                                                             trained.exclude_seen)})
         path.write_text(json.dumps(done, indent=1) + "\n")
     return done
 
@@ -136,7 +137,7 @@ def missing_at_test(run_dir: Path, out: Path, rates: list[float]) -> dict:
             for rate in rates:
                 dropped = dataclasses.replace(data)
                 dropped.drop_codes(modality, rate, config.seed + 1)
-                metrics = evaluate(model, dropped, "test", config.eval_batch_size)
+                metrics = evaluate(model, dropped, "test", config.eval_batch_size, config.exclude_seen)
                 table[f"{modality}@{rate}"] = {"ndcg@10": metrics["ndcg@10"], "hr@10": metrics["hr@10"]}
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps({"run_config": dataclasses.asdict(config), "split": "test", "table": table},

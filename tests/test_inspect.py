@@ -94,7 +94,7 @@ def test_run_without_metrics_and_models_without_a_gate(data, async_run, tmp_path
     no_modalities = trained(data, tmp_path / "no_modalities", modalities=[])  # async, but nothing to fuse
     result = run_cli("inspect", "--run", no_modalities)
     assert result.exit_code == 0, result.output
-    assert "fusion homo_only has none" in result.output
+    assert "fusion none has none" in result.output
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "curves.png").write_text("a file of the user's")

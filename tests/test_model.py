@@ -18,7 +18,7 @@ from mmsr_dgl.data.preprocess import Inputs  # noqa: E402
 from mmsr_dgl.graph import GROUPS, group_relations, group_view, group_views  # noqa: E402
 from mmsr_dgl.nn import MMSR, MMSRConfig, make_batch  # noqa: E402
 
-FUSIONS = ("async", "homo_first", "hetero_first", "sync", "id_only")
+FUSIONS = ("async", "homo_first", "hetero_first", "sync", "none")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -116,7 +116,7 @@ def reference_layer(layer, graph, h) -> dict[str, torch.Tensor]:
     elif layer.fusion == "sync":  # one softmax over every relation, the self-loops once, as homogeneous
         out = reference_phase(graph, {**hetero_terms(layer.hetero[0], hetero_rels, h, h),
                                       **homo_terms(layer.homo[0], homo_rels, h, h)}, ntypes)
-    elif layer.fusion == "homo_only":
+    elif layer.fusion == "none":
         out = reference_phase(graph, homo_terms(layer.homo[0], homo_rels, h, h), ntypes)
     else:
         a, b = homo_first(0), hetero_first(1)
@@ -154,12 +154,12 @@ def test_layer_equals_the_per_node_reference(data, fusion):
 
 
 def test_item_graph_path_equals_the_per_node_reference(data):
-    """Without modalities (data that has none, or fusion id_only) the layers attend over the item graph only."""
+    """Without modalities (data that has none, or fusion none) the layers attend over the item graph only."""
     torch.manual_seed(0)
     bare = MMSR(MMSRConfig(dim=16), data.n_items, data.max_len, {}, {}, {}).eval()
-    for model in (bare, make_model(data, "id_only").eval()):
+    for model in (bare, make_model(data, "none").eval()):
         assert model.graph_spec() == ([], {("homogeneous", "item")})
-        assert [layer.fusion for layer in model.layers] == ["homo_only"]
+        assert [layer.fusion for layer in model.layers] == ["none"]
         batch = train_batch(data, model)
         assert batch.graph.ntypes == ["item"]
         with torch.no_grad():
@@ -363,8 +363,9 @@ def test_gradients_reach_every_parameter_the_readout_depends_on(data, fusion):
     without = {n for n, g in grads.items() if g is None or not (g != 0).any()}
     assert not {n for n in without if not n.startswith("layers.1.")}
     assert "layers.1.norm.item.weight" not in without
-    if fusion == "id_only":
-        assert not without and not model.code_emb
+    if fusion == "none":  # no code nodes; the codes and features still reach the item table
+        assert not without and model.graph_spec()[0] == [] and set(model.code_emb) == {"image", "text"}
+        assert not make_model(data, fusion, item_repr="id").code_emb  # no content anywhere
         return
     assert set(model.code_emb) == {"image", "text"}
     code_updates = {f"layers.1.{m}.{c}.{w}" for m in ("norm", "gate") for c in ("image", "text")
@@ -540,10 +541,10 @@ def test_item_repr_features_adds_a_linear_map_of_the_reduced_features(data):
     codes_only = with_features.clone()
     for m in model.modalities:
         codes_only -= torch.from_numpy(data.features[m]) @ model.feature_proj[m].weight.detach().T
-    model.config.item_repr = "id+codes"
+    model.item_repr = "id+codes"
     assert torch.allclose(model.item_table().detach(), codes_only, atol=1e-6)
     assert not torch.allclose(with_features, codes_only)
-    model.config.item_repr = "id+codes+features"
+    model.item_repr = "id+codes+features"
     model.set_item_content(data.codes, {m: np.zeros_like(f) for m, f in data.features.items()})
     assert torch.allclose(model.item_table().detach(), codes_only, atol=1e-6)
     assert not any(k.startswith("item_features_") for k in model.state_dict())

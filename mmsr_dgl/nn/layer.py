@@ -9,7 +9,7 @@ from ..graph import MSGraphSchema, ViewKey, group_relations
 from .attention import EdgeFeats, Feats, HeterogeneousAttention, HomogeneousAttention, attend
 from .dropout import RandMaskDropout
 
-FUSIONS = ("async", "homo_first", "hetero_first", "sync", "homo_only")
+FUSIONS = ("async", "homo_first", "hetero_first", "sync", "none")
 Views = dict[ViewKey, dgl.DGLHeteroGraph | None]
 
 
@@ -19,7 +19,7 @@ class MMSRLayer(nn.Module):
       hetero_first  B: y = Hetero(scores h, values h); out = Homo(scores y, values h)
       async         both, mixed per node by an update gate softmax(W_t [A; B]) over the two orders
       sync          one softmax over all in-edges (the joint view), scores and values from h
-      homo_only     out = Homo(scores h, values h): graphs without modality nodes
+      none          out = Homo(scores h, values h): item nodes only (no code nodes)
     The output is LayerNorm(h + dropout(out)) for the node types updated: all of them, or with `into` only that
     type (phase two then runs on the relations into it, and phase one on no more than phase two reads).
     """
@@ -35,7 +35,7 @@ class MMSRLayer(nn.Module):
         # index i: the attentions of order A (i=0), or of order B (i=1, async only)
         self.homo = nn.ModuleList([HomogeneousAttention(schema.homogeneous, dim) for _ in range(n_orders)])
         self.hetero = nn.ModuleList([HeterogeneousAttention(ntypes, dim)
-                                     for _ in range(0 if fusion == "homo_only" else n_orders)])
+                                     for _ in range(0 if fusion == "none" else n_orders)])
         if fusion == "async":
             self.gate = nn.ModuleDict({t: nn.Linear(2 * dim, 2) for t in ntypes})
         self.norm = nn.ModuleDict({t: nn.LayerNorm(dim) for t in ntypes})
@@ -51,7 +51,7 @@ class MMSRLayer(nn.Module):
 
     def views(self, into: str | None = None) -> set[ViewKey]:
         """The relation-group views `forward(..., into)` reads."""
-        if self.fusion == "homo_only":
+        if self.fusion == "none":
             return {("homogeneous", into)}
         if self.fusion == "sync":
             return {("joint", into)}
@@ -94,7 +94,7 @@ class MMSRLayer(nn.Module):
         """(The updated node types -> [N_t, d], the async update gate per updated node type -> [N_t, 2] weights of
         orders A and B; empty for other fusions)."""
         gates = {}
-        if self.fusion == "homo_only":
+        if self.fusion == "none":
             out = self._phase(self.homo[0], views, ("homogeneous", into), h, h)
         elif self.fusion == "homo_first":
             out = self.homo_then_hetero(views, h, into)

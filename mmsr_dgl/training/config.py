@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ..errors import UserError
-from ..nn import MMSRConfig, SASRecConfig
+from ..nn import FUSIONS, ITEM_REPRS, READOUTS, MMSRConfig, SASRecConfig
 from .metrics import KS, METRICS
 
 
@@ -20,11 +20,11 @@ class TrainConfig:
     dim: int = 64
     n_layers: int | None = None  # None (here and below): the chosen model's default, MMSR 1 and SASRec 1
     n_heads: int | None = None  # sasrec only: 1
-    fusion: Literal["async", "homo_first", "hetero_first", "sync", "id_only"] = "async"
+    fusion: Literal[FUSIONS] = "async"  # MMSR only; none: no code nodes (content only through item_repr)
     dropout: float | None = None  # MMSR 0.2, SASRec 0.2
     attn_dropout: float | None = None  # MMSR 0.1, SASRec 0.2
-    readout: Literal["last", "last+pool", "mixture"] = "mixture"  # the paper: last
-    item_repr: Literal["id", "id+codes", "id+codes+features"] = "id+codes+features"  # the paper: id
+    readout: Literal[READOUTS] | None = None  # MMSR mixture, SASRec last; the paper: last
+    item_repr: Literal[ITEM_REPRS] | None = None  # MMSR id+codes+features, SASRec id; the paper: id
     # scores: 0 = dot product (the paper's and RecBole's); > 0 = cosine similarity divided by this. MMSR 0.1, SASRec 0
     temperature: float | None = None
     modalities: list[str] | None = None  # None: every modality of the dataset
@@ -36,7 +36,7 @@ class TrainConfig:
     # a sample per target position (MMSR), or (SASRec only, its default) each user's training sequence once per
     # epoch with every position a target
     train_on: Literal["positions", "sequences"] | None = None
-    epochs: int = 24
+    epochs: int = 200  # at most; validation decides when to stop (patience)
     batch_size: int | None = None  # MMSR 256, SASRec 128
     lr: float = 1e-3
     weight_decay: float = 0.0
@@ -55,7 +55,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         model = SASRecConfig() if self.model == "sasrec" else MMSRConfig()
         defaults = {**vars(model), **TRAINING_DEFAULTS.get(self.model, {})}
-        for name in ("n_layers", "n_heads", "dropout", "attn_dropout", "temperature", *TRAINING_DEFAULTS["mmsr"]):
+        for name in ("n_layers", "n_heads", "dropout", "attn_dropout", "temperature", "readout", "item_repr",
+                     *TRAINING_DEFAULTS["mmsr"]):
             if getattr(self, name) is None:
                 setattr(self, name, defaults.get(name, 1))  # MMSR has no heads
 
@@ -98,4 +99,5 @@ class TrainConfig:
 
     def sasrec(self) -> SASRecConfig:
         return SASRecConfig(dim=self.dim, n_layers=self.n_layers, n_heads=self.n_heads, dropout=self.dropout,
-                            attn_dropout=self.attn_dropout, temperature=self.temperature)
+                            attn_dropout=self.attn_dropout, temperature=self.temperature, readout=self.readout,
+                            item_repr=self.item_repr)

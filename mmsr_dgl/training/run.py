@@ -49,14 +49,13 @@ def build_model(config: TrainConfig, data: ProcessedData) -> Recommender:
 
 
 def _build(config: TrainConfig, data: ProcessedData) -> Recommender:
-    if config.model == "sasrec":
-        return SASRec(config.sasrec(), data.n_items, data.max_len)
     missing = set(config.modalities or []) - set(data.modalities)
     if missing:
         raise UserError(f"setting 'modalities': {sorted(missing)} not in the dataset (it has {data.modalities})")
     names = data.modalities if config.modalities is None else config.modalities
-    return MMSR(config.mmsr(), data.n_items, data.max_len, {m: data.centroids[m] for m in names},
-                *data.item_content(names))
+    model, model_config = (SASRec, config.sasrec()) if config.model == "sasrec" else (MMSR, config.mmsr())
+    return model(model_config, data.n_items, data.max_len, {m: data.centroids[m] for m in names},
+                 *data.item_content(names))
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
