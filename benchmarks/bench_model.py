@@ -20,11 +20,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import mmsr_dgl  # noqa: F401  (before torch: it sets DGL's backend and the OpenMP defaults)
 import numpy as np
 import torch
 from toys import ROOT, has_toys, prepare_toys, toys_dir
 
+import mmsr_dgl  # noqa: F401  (before torch: it sets DGL's backend and the OpenMP defaults)
 from mmsr_dgl.config import build_config
 from mmsr_dgl.data import PreprocessConfig, load_processed, preprocess
 from mmsr_dgl.data.preprocess import Inputs

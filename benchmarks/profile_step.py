@@ -16,10 +16,10 @@ import time
 from collections import defaultdict
 from contextlib import contextmanager
 
-import mmsr_dgl  # noqa: F401  (before torch: the package's process settings)
 import numpy as np
 import torch
 
+import mmsr_dgl  # noqa: F401  (before torch: the package's process settings)
 from mmsr_dgl.config import build_config
 from mmsr_dgl.data import load_processed
 from mmsr_dgl.nn import make_batch

@@ -1,6 +1,8 @@
 """The `mmsr-dgl` command line: encode, preprocess, train, evaluate, recommend, inspect."""
 from __future__ import annotations
 
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -8,18 +10,27 @@ import click
 
 from mmsr_dgl.errors import UserError
 
+OUT_OF_MEMORY = ("can't allocate memory", "not enough memory")  # torch's CPU allocator, as a RuntimeError
+
 
 class _Group(click.Group):
     """Turns UserError, and the file system's errors (a read-only place, a full disk), into a one-line message and
     exit status 2, without a traceback."""
 
     def invoke(self, ctx):
+        # SIGTERM ends the command like Ctrl-C: what it was writing is removed, nothing half-written is left
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
         try:
             return super().invoke(ctx)
         except UserError as err:
             click.echo(f"error: {err}", err=True)
         except OSError as err:
             click.echo(f"error: {err.filename or 'writing output'}: {err.strerror or err}", err=True)
+        except (MemoryError, RuntimeError) as err:
+            if not isinstance(err, MemoryError) and not any(s in str(err) for s in OUT_OF_MEMORY):
+                raise
+            click.echo("error: out of memory; lower 'dim', 'batch_size' or 'eval_batch_size' (--set), or use "
+                       "'n_negatives' for a large catalogue", err=True)
         sys.exit(2)
 
 
@@ -118,25 +129,19 @@ def preprocess(sequences, interactions, items, features, synthetic, out, config_
 def train(data_dir, run_dir, config_file, overrides, epochs, threads, device, resume, overwrite, nproc,
           progress) -> None:
     """Train a model, early-stopping on validation; test the best checkpoint once at the end."""
-    import dataclasses
     import json
 
-    from mmsr_dgl.config import build_config
-    from mmsr_dgl.training import TrainConfig
     from mmsr_dgl.training import train as run
-    from mmsr_dgl.training.run import CONFIG_FILE, run_settings
+    from mmsr_dgl.training.run import requested_settings
 
     shorthands = [f"{k}={v}" for k, v in (("epochs", epochs), ("threads", threads), ("device", device))
                   if v is not None]
-    if resume and (run_dir / CONFIG_FILE).is_file():  # the run's own settings, then what this command changes
-        saved, trained_on, _ = run_settings(run_dir)
-        data_dir = data_dir or trained_on
-        base = [] if config_file else [f"{k}={json.dumps(v)}" for k, v in dataclasses.asdict(saved).items()]
-        config = build_config(TrainConfig, config_file, [*base, *overrides, *shorthands])
-    else:
-        config = build_config(TrainConfig, config_file, [*overrides, *shorthands])
+    config, trained_on = requested_settings(run_dir, config_file, [*overrides, *shorthands], resume)
+    data_dir = data_dir or trained_on
     if data_dir is None:
         raise UserError("--data is required (except with --resume of an existing run)")
+    if nproc > (os.cpu_count() or 1):
+        raise UserError(f"--nproc {nproc}: this machine has {os.cpu_count()} cores; at most one process per core")
     progress = sys.stderr.isatty() if progress is None else progress
     results = run(config, data_dir, run_dir, resume=resume, overwrite=overwrite,
                   echo=lambda m: click.echo(m, err=True), progress=progress, nproc=nproc)
@@ -163,6 +168,9 @@ def evaluate(run_dir, split, checkpoint, exclude_seen, drops, data_dir) -> None:
     config, data, model = load_run(run_dir, checkpoint, data_dir)
     for drop in drops:
         modality, sep, rate = drop.partition("=")
+        if sep and modality in data.modalities and modality not in model.modalities:
+            raise UserError(f"--drop {drop!r}: the run does not read modality '{modality}' (it reads "
+                            f"{', '.join(model.modalities) or 'none'}), so dropping it would change nothing")
         try:
             data.drop_codes(modality, float(rate), config.seed + 1)
         except ValueError:
@@ -187,14 +195,17 @@ def recommend(run_dir, k, out, users_file, fmt, exclude_seen, checkpoint, data_d
     """Top-K items for every user (or those in --users) from their full history."""
     import numpy as np
 
+    from mmsr_dgl.io import check_output_file
     from mmsr_dgl.training.recommend import read_user_list, write_recommendations
     from mmsr_dgl.training.recommend import recommend as run
     from mmsr_dgl.training.run import load_run
 
-    if out.is_dir():
-        raise UserError(f"--out {out}: is a directory; name the file to write")
+    check_output_file(out, "--out")
     config, data, model = load_run(run_dir, checkpoint, data_dir)
-    users = read_user_list(users_file, data) if users_file else np.arange(len(data.user_ids))
+    inputs = [Path(f["path"]) for f in data.manifest["inputs"]["files"].values()]
+    check_output_file(out, "--out", (*inputs, *([users_file] if users_file else [])))
+    users = (read_user_list(users_file, data, log=lambda m: click.echo(m, err=True)) if users_file
+             else np.arange(len(data.user_ids)))
     fmt = fmt or ("jsonl" if out.suffix == ".jsonl" else "tsv")
     exclude = config.exclude_seen if exclude_seen is None else exclude_seen
     items, scores = run(model, data, users, k, exclude, config.eval_batch_size)

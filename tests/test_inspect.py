@@ -3,6 +3,7 @@ a run without metrics.jsonl and models without a gate or a graph."""
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import run_cli
 
@@ -105,3 +106,24 @@ def test_run_without_metrics_and_models_without_a_gate(data, async_run, tmp_path
     assert result.exit_code == 2 and "'nobody': not a user" in result.output
     result = run_cli("inspect", "--run", tmp_path / "absent")
     assert result.exit_code == 2 and "absent" in result.output and "Traceback" not in result.output
+
+
+def test_pictures_fade_small_buckets_leave_empty_ones_blank_and_frame_a_single_epoch(tmp_path):
+    from mmsr_dgl.inspect import figures
+
+    def row(bucket, samples, hr):
+        return {"bucket": bucket, "samples": samples, "model": {"hr@10": hr, "ndcg@10": hr / 2},
+                "popularity": {"hr@10": hr / 4, "ndcg@10": hr / 8}}
+    figure = figures.accuracy({"history length": [row("1-2", 500, 0.2), row("2-3", 3, 1.0), row("3-5", 0, 0.0)]},
+                              tmp_path / "accuracy.png")
+    axes = figure.axes[0]
+    heights = sorted((round(p.get_height(), 3), p.get_alpha()) for p in axes.patches if p.get_x() < 1.5)
+    assert (1.0, 0.3) in heights and (0.2, 1.0) in heights  # the 3-sample bucket drawn, but faded
+    assert len(axes.patches) == 8 and not [p for p in axes.patches if p.get_x() > 1.5]  # none for the empty one,
+    assert "no samples" in [t.get_text() for t in axes.texts]  # but said so
+    history = [{"epoch": 1, "loss": 7.0, "valid": {"hr@10": 0.1, "ndcg@10": 0.05}}]
+    figure = figures.curves(history, 1, tmp_path / "curves.png")
+    assert all(a.get_xlim() == (0.5, 1.5) for a in figure.axes)
+    assert [t for t in figure.axes[0].get_xticks() if 0.5 <= t <= 1.5] == [1.0]
+    figure = figures.gates({"item": np.array([0.2, 0.7])}, "2 histories", tmp_path / "gates.png")
+    assert any(line.get_xdata()[0] == 0.5 for line in figure.axes[0].lines)

@@ -10,7 +10,6 @@ import dgl.function as fn  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 from dgl.nn.functional import edge_softmax  # noqa: E402
 
 from mmsr_dgl.data import PreprocessConfig, load_processed, preprocess  # noqa: E402

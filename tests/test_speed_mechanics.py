@@ -8,11 +8,11 @@ import sys
 
 import pytest
 import torch
+from test_training import run_train
 
 from mmsr_dgl.training import evaluate
 from mmsr_dgl.training.run import load_run
 from mmsr_dgl.training.threads import ThreadChooser
-from test_training import run_train
 
 FAULTS = """
 import ctypes, json, resource

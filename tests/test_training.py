@@ -231,7 +231,7 @@ def test_overwrite_replaces_the_run_new_files_first(tiny_data, tmp_path):
 
 
 def test_train_refuses_a_dataset_folder_as_out_and_data_without_training_samples(tiny_data, tmp_path):
-    with pytest.raises(UserError, match="is a dataset directory"):
+    with pytest.raises(UserError, match="is a dataset folder"):
         run_train(tiny_data, tiny_data, epochs=1)
     empty = tmp_path / "empty"
     shutil.copytree(tiny_data, empty)
@@ -289,7 +289,7 @@ def test_corrupted_and_mismatched_checkpoints_give_clear_errors(trained_run, tmp
     (copy / "config.yaml").write_text(config)
     (copy / "best.pt").write_bytes((trained_run / "best.pt").read_bytes())
     result = CliRunner().invoke(main, ["evaluate", "--run", str(copy)])
-    assert_named_error(result, "does not match the model")
+    assert_named_error(result, "settings dim differ from those best.pt was trained with (dim=32)")
 
 
 def test_evaluate_cli_matches_training_validation(trained_run):

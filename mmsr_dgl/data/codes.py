@@ -7,7 +7,6 @@ import numpy as np
 from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
 
-
 KMEANS_ITERATIONS = 50
 
 

@@ -9,7 +9,12 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
-from .preprocess import DATA_FILE, FORMAT_VERSION, MANIFEST
+
+# The dataset format: a folder holding the arrays (DATA_FILE) and a manifest that says what made them
+FORMAT_VERSION = 3
+DATA_FILE, MANIFEST = "data.npz", "manifest.json"
+KIND = "mmsr-dgl dataset"  # the manifest's "kind" (see io.FOLDER_KINDS)
+OUR_FILES = {DATA_FILE, MANIFEST}
 
 SPLITS = ("train", "valid", "test")
 
@@ -35,8 +40,10 @@ class ProcessedData:
 
     @property
     def item_names(self) -> np.ndarray:
-        """What users call each item id: its ASIN where the items file gave one, else its raw id."""
-        return self.item_asin if self.item_asin is not None else self.item_ids
+        """What users call each item id: its ASIN where the items file gave one (not blank), else its raw id."""
+        if self.item_asin is None:
+            return self.item_ids
+        return np.where(np.char.str_len(self.item_asin.astype(str)) > 0, self.item_asin, self.item_ids)
 
     @property
     def max_len(self) -> int:

@@ -13,16 +13,14 @@ from typing import Callable, Literal
 import numpy as np
 
 from ..errors import UserError
-from .atomic import KIND, check_replaceable, recover, replace_directory
+from ..io import check_replaceable, claim_dir, read_json, recover, replace_directory, sha256_file
 from .codes import fit_codes
+from .dataset import DATA_FILE, FORMAT_VERSION, KIND, MANIFEST, OUR_FILES
 from .readers import RawData, integer_id, read_features, read_interactions, read_items, read_sequences
 from .synthetic import SyntheticSpec, generate
 
-FORMAT_VERSION = 3
-DATA_FILE = "data.npz"
-MANIFEST = "manifest.json"
 AUTO_ITEMS_PER_CODE, AUTO_MAX_CODES = 3, 4096  # n_codes=0: a code shared by about 3 items (chosen on Toys)
-OUR_FILES = {DATA_FILE, MANIFEST}
+MAX_LEN = 10_000  # a history position is a column of every node's position features: bounded
 
 
 @dataclass
@@ -53,12 +51,12 @@ class PreprocessConfig:
     synthetic_seed: int = SyntheticSpec.seed
 
     def validate(self) -> None:
-        checks = {"k_core": self.k_core >= 0, "max_len": self.max_len >= 1, "pca_dim": self.pca_dim >= 1,
+        checks = {"k_core": self.k_core >= 0, "max_len": 1 <= self.max_len <= MAX_LEN, "pca_dim": self.pca_dim >= 1,
                   "n_codes": self.n_codes >= 0, "codes_per_item": self.codes_per_item >= 1,
-                  "test_ratio": 0 < self.test_ratio < 1, "synthetic_users": self.synthetic_users >= 1,
-                  "synthetic_items": self.synthetic_items >= self.synthetic_groups >= 4,
-                  "synthetic_styles": self.synthetic_styles >= 1,
-                  "synthetic_mean_length": self.synthetic_mean_length >= 5,
+                  "test_ratio": 0 < self.test_ratio < 1, "synthetic_users": 1 <= self.synthetic_users <= 10 ** 6,
+                  "synthetic_items": 10 ** 6 >= self.synthetic_items >= self.synthetic_groups >= 4,
+                  "synthetic_styles": 1 <= self.synthetic_styles <= 10 ** 3,
+                  "synthetic_mean_length": 5 <= self.synthetic_mean_length <= 10 ** 3,
                   "synthetic_stay": 0 <= self.synthetic_stay <= 1, "synthetic_noise": self.synthetic_noise >= 0,
                   "synthetic_missing_image": 0 <= self.synthetic_missing_image < 1,
                   "synthetic_missing_text": 0 <= self.synthetic_missing_text < 1,
@@ -66,6 +64,11 @@ class PreprocessConfig:
         for name, ok in checks.items():
             if not ok:
                 raise UserError(f"setting '{name}': value {getattr(self, name)!r} is out of range")
+        if self.n_codes and self.codes_per_item > self.n_codes:
+            raise UserError(f"settings 'codes_per_item' ({self.codes_per_item}) and 'n_codes' ({self.n_codes}): an "
+                            f"item cannot link to more codes than there are")
+        if self.split == "loo" and self.test_ratio != PreprocessConfig.test_ratio:
+            raise UserError("setting 'test_ratio' applies to split=ratio only (leave-one-out tests the last item)")
 
     def synthetic_spec(self) -> SyntheticSpec:
         prefix = "synthetic_"
@@ -96,18 +99,11 @@ class Inputs:
             if path is None:
                 continue
             if not Path(path).is_file():
-                raise UserError(f"{path}: file not found (--{role.split('.')[0]})")
+                what = "not a regular file (a folder, FIFO or device)" if Path(path).exists() else "file not found"
+                raise UserError(f"{path}: {what} (--{role.split('.')[0]})")
             described[role] = {"path": str(Path(path).resolve()), "bytes": Path(path).stat().st_size,
-                               "sha256": _sha256(Path(path))}
+                               "sha256": sha256_file(Path(path))}
         return {"synthetic": self.synthetic, "files": described}
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class _Stages:
@@ -139,19 +135,49 @@ def preprocess(config: PreprocessConfig, inputs: Inputs, out: str | Path,
     described = inputs.describe()
     fingerprint = data_fingerprint(settings, described)
     recover(out)
-    existing = _read_manifest(out)
-    if (not force and existing and existing.get("kind") == KIND and existing.get("format_version") == FORMAT_VERSION
-            and existing.get("fingerprint") == fingerprint):
-        if existing.get("data_file") == describe_file(out / DATA_FILE):
-            log(f"{out}: up to date (same inputs and settings); nothing to do")
+    with claim_dir(out, "dataset"):
+        existing = read_json(out / MANIFEST)
+        if not force and _up_to_date(existing, fingerprint, out, log):
             return existing
-        log(f"{out / DATA_FILE}: missing or not the file its manifest describes (damaged?); building it again")
-    check_replaceable(out, OUR_FILES)  # before the expensive work
+        check_replaceable(out, OUR_FILES)  # before the expensive work
+        stages = _Stages(log)
+        arrays, counts = _sequences(inputs, config, stages, log)
+        code_stats = _fit_all_codes(arrays.pop("raw"), config, arrays, stages, log)
+        manifest = {"kind": KIND, "format_version": FORMAT_VERSION, "fingerprint": fingerprint, "settings": settings,
+                    "inputs": described, "modalities": sorted(code_stats), "counts": counts,
+                    "code_stats": code_stats, "versions": _versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        with replace_directory(out, OUR_FILES) as tmp:
+            np.savez(tmp / DATA_FILE, **arrays)
+            manifest["data_file"] = describe_file(tmp / DATA_FILE)
+            manifest["stage_seconds"] = stages.times
+            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        stages.done("write")
+    return manifest
 
-    stages = _Stages(log)
+
+def _up_to_date(existing: dict | None, fingerprint: str, out: Path, log: Callable[[str], None]) -> bool:
+    """Whether the dataset in `out` was built from the same inputs and settings and its data file is intact."""
+    if not (isinstance(existing, dict) and existing.get("kind") == KIND
+            and existing.get("format_version") == FORMAT_VERSION and existing.get("fingerprint") == fingerprint):
+        return False
+    if existing.get("data_file") == describe_file(out / DATA_FILE):
+        log(f"{out}: up to date (same inputs and settings); nothing to do")
+        return True
+    log(f"{out / DATA_FILE}: missing or not the file its manifest describes (damaged?); building it again")
+    return False
+
+
+def _sequences(inputs: Inputs, config: PreprocessConfig, stages: _Stages,
+               log: Callable[[str], None]) -> tuple[dict, dict]:
+    """The arrays of the users' sequences and splits (and the raw inputs, under "raw"), and the counts."""
     raw = _load(inputs, config, log)
     stages.done("read inputs")
     offsets, seq_items, users, item_ids = _filter_and_remap(raw, config.k_core)
+    read = {"users": len(raw.users), "items": len(set(itertools.chain.from_iterable(raw.histories))),
+            "interactions": sum(len(h) for h in raw.histories)}
+    if config.k_core:
+        log(f"  {config.k_core}-core filter: kept {len(users):,} of {read['users']:,} users, {len(item_ids):,} of "
+            f"{read['items']:,} items, {len(seq_items):,} of {read['interactions']:,} interactions")
     stages.done("k-core and id remap")
     splits = make_splits(offsets, config.split, config.test_ratio)
     if not len(splits["train"][0]):
@@ -159,17 +185,24 @@ def preprocess(config: PreprocessConfig, inputs: Inputs, out: str | Path,
                         f"(k_core={config.k_core}) has a training target, an item with one before it and the "
                         f"validation and test targets after it (split {config.split}; leave-one-out needs 4 items)")
     stages.done("splits")
-
-    arrays = {"user_ids": np.asarray(users), "item_ids": np.asarray([""] + item_ids),
+    arrays = {"raw": raw, "user_ids": np.asarray(users), "item_ids": np.asarray([""] + item_ids),
               "seq_offsets": offsets, "seq_items": seq_items}
     if raw.items is not None and raw.items.asin is not None:
         asin = dict(zip(raw.items.ids, raw.items.asin))
         arrays["item_asin"] = np.asarray([""] + [asin[i] for i in item_ids])
     for name, (split_users, split_pos) in splits.items():
         arrays[f"{name}_user"], arrays[f"{name}_pos"] = split_users, split_pos
+    counts = {"users": len(users), "items": len(item_ids), "interactions": int(len(seq_items)),
+              **{f"{name}_samples": int(len(u)) for name, (u, _) in splits.items()}, "read": read}
+    return arrays, counts
 
+
+def _fit_all_codes(raw: RawData, config: PreprocessConfig, arrays: dict, stages: _Stages,
+                   log: Callable[[str], None]) -> dict:
+    """Fit each modality's codes; adds its codes, centroids and reduced features to `arrays`; returns the stats."""
+    offsets, seq_items, item_ids = arrays["seq_offsets"], arrays["seq_items"], arrays["item_ids"][1:].tolist()
     code_stats = {}
-    fit_mask = _train_items(offsets, seq_items, splits["valid"], len(item_ids) + 1)
+    fit_mask = _train_items(offsets, seq_items, (arrays["valid_user"], arrays["valid_pos"]), len(item_ids) + 1)
     for modality, (matrix, present) in _aligned_features(raw, item_ids).items():
         fit_rows = present & fit_mask if config.fit_codes_on_train else present
         n_codes = config.n_codes or min(AUTO_MAX_CODES, max(2, int(fit_rows.sum()) // AUTO_ITEMS_PER_CODE))
@@ -188,27 +221,7 @@ def preprocess(config: PreprocessConfig, inputs: Inputs, out: str | Path,
                 f"{codes.stats['n_codes']} codes (n_codes={n_codes}), {codes.reduced.shape[1]} reduced "
                 f"dimensions (pca_dim={config.pca_dim})")
         stages.done(f"codes: {modality}")
-
-    manifest = {
-        "kind": KIND,
-        "format_version": FORMAT_VERSION,
-        "fingerprint": fingerprint,
-        "settings": settings,
-        "inputs": described,
-        "modalities": sorted(code_stats),
-        "counts": {"users": len(users), "items": len(item_ids), "interactions": int(len(seq_items)),
-                   **{f"{name}_samples": int(len(u)) for name, (u, _) in splits.items()}},
-        "code_stats": code_stats,
-        "versions": _versions(),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-    with replace_directory(out, OUR_FILES) as tmp:
-        np.savez(tmp / DATA_FILE, **arrays)
-        manifest["data_file"] = describe_file(tmp / DATA_FILE)
-        manifest["stage_seconds"] = stages.times
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-    stages.done("write")
-    return manifest
+    return code_stats
 
 
 def data_fingerprint(settings: dict, described: dict) -> str:
@@ -218,20 +231,9 @@ def data_fingerprint(settings: dict, described: dict) -> str:
 
 def describe_file(path: Path) -> dict | None:
     """Size and SHA-256 of a file (None when it cannot be read)."""
-    digest = hashlib.sha256()
     try:
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        return {"bytes": path.stat().st_size, "sha256": digest.hexdigest()}
+        return {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
     except OSError:
-        return None
-
-
-def _read_manifest(out: Path) -> dict | None:
-    try:
-        return json.loads((out / MANIFEST).read_text())
-    except (OSError, ValueError):
         return None
 
 
@@ -296,8 +298,9 @@ def _filter_and_remap(raw: RawData, k_core: int) -> tuple[np.ndarray, np.ndarray
     kept_items = np.unique(item_of[keep])
     names = raw_items[kept_items]
     numeric = all(n.isascii() and n.isdigit() for n in names)
-    order = (np.asarray(sorted(range(len(names)), key=lambda i: int(names[i]))) if numeric
-             else np.arange(len(names)))  # Python ints: ids of any length
+    # numeric order of ids of any length: by digit count, then digits (leading zeros aside)
+    order = (np.asarray(sorted(range(len(names)), key=lambda i: (len(names[i].lstrip("0")), names[i].lstrip("0"))))
+             if numeric else np.arange(len(names)))
     new_id = np.zeros(len(raw_items), dtype=np.int64)
     new_id[kept_items[order]] = np.arange(1, len(kept_items) + 1)
     kept = np.bincount(user_of[keep], minlength=len(lengths))  # interactions kept per user

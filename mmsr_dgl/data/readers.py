@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import html
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,7 +36,8 @@ class RawData:
 
 def _check_file(path: Path) -> None:
     if not path.is_file():
-        raise UserError(f"{path}: file not found")
+        raise UserError(f"{path}: " + ("not a regular file (a folder, FIFO or device)" if path.exists()
+                                       else "file not found"))
 
 
 def _text_file(reader):
@@ -51,7 +53,7 @@ def _text_file(reader):
 
 def integer_id(token: str) -> str:
     """The canonical form of an integer id: `007` and `7` are one id."""
-    return str(int(token)) if token.isascii() and token.isdigit() else token
+    return (token.lstrip("0") or "0") if token.isascii() and token.isdigit() else token
 
 
 @_text_file
@@ -85,6 +87,9 @@ def read_sequences(path: str | Path) -> RawData:
 def _check_ids(path: Path, line_no: int, user: str, item: str) -> None:
     if not user.strip() or not item.strip():
         raise UserError(f"{path}, line {line_no}: empty user or item id")
+    if any(not c.isprintable() for c in user + item):  # a tab or line break would break every TSV written later
+        raise UserError(f"{path}, line {line_no}: a user or item id holds a tab, line break or other control "
+                        f"character ({user!r}, {item!r})")
 
 
 def _read_recbole_inter(path: Path, header: list[str], rows) -> tuple[list, list, list, list]:
@@ -124,7 +129,10 @@ def read_interactions(path: str | Path) -> RawData:
     with path.open(newline="", encoding="utf-8-sig") as handle:
         first = handle.readline()
         handle.seek(0)
-        if "\t" in first and ":" in first:
+        if "\t" in first and ":" not in first:
+            raise UserError(f"{path}, line 1: tab-separated, but not a RecBole .inter header: it names each column "
+                            f"as name:type (user_id:token, item_id:token, timestamp:float)")
+        if "\t" in first:
             reader = csv.reader(handle, delimiter="\t")
             header = next(reader)
             rows = ((n, r) for n, r in enumerate(reader, 2) if r)
@@ -155,42 +163,74 @@ def read_interactions(path: str | Path) -> RawData:
                    origin=[f"{path}, user {u} (first at line {n})" for u, n in first_line.items()])
 
 
-@_text_file
-def read_items(path: str | Path) -> ItemTable:
-    """Tab-separated with a header; `item_id` required, `asin` and `has_<modality>` (0/1) optional."""
-    path = Path(path)
+@dataclass
+class ItemsFile:
+    """The items file: its header and rows kept whole (`encode` writes them back with `has_` flags), the ids, the
+    asins and, once chosen, the text column."""
+
+    path: Path
+    header: list[str]
+    rows: list[list[str]]
+    line_numbers: list[int]
+    ids: list[str]
+    asins: list[str] | None
+    text_column: int | None = None  # the index of the text column, once chosen
+
+    def text(self, row: int) -> tuple[str | None, str]:
+        """The row's text (HTML entities decoded), or None and why it cannot be encoded."""
+        raw = self.rows[row][self.text_column].strip()
+        if any("\udc80" <= ch <= "\udcff" for ch in raw):
+            return None, f"text is not UTF-8 ({self.path}, line {self.line_numbers[row]})"
+        text = html.unescape(raw).strip()
+        return (text, "") if text else (None, "empty text")
+
+
+def read_items_file(path: Path) -> ItemsFile:
+    """Tab-separated with a header naming `item_id`. Bytes that are not UTF-8 are kept as escapes: an item's text
+    that has some is then skipped, not the file."""
     _check_file(path)
     csv.field_size_limit(1 << 24)
-    with path.open(newline="", encoding="utf-8-sig") as handle:
+    with path.open(newline="", encoding="utf-8-sig", errors="surrogateescape") as handle:
         reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
         header = next(reader, None)
+        if header and not all(name.isprintable() for name in header):
+            raise UserError(f"{path}, line 1: the header is not UTF-8 text")
         if not header or "item_id" not in header:
             raise UserError(f"{path}, line 1: header must name an 'item_id' column")
-        id_col = header.index("item_id")
-        asin_col = header.index("asin") if "asin" in header else None
-        has_cols = {h[len("has_"):]: i for i, h in enumerate(header) if h.startswith("has_")}
-        ids, asin, has, seen = [], [], {m: [] for m in has_cols}, set()
+        id_col, rows, lines, seen = header.index("item_id"), [], [], set()
         for line_no, row in enumerate(reader, 2):
             if not row:
                 continue
-            if len(row) < len(header):
+            if len(row) != len(header):
                 raise UserError(f"{path}, line {line_no}: expected {len(header)} tab-separated fields, got {len(row)}")
             item = row[id_col].strip()
-            if not item or item in seen:
-                raise UserError(f"{path}, line {line_no}: item_id {item!r} is empty or repeated")
+            if not item or item in seen or not item.isprintable():
+                raise UserError(f"{path}, line {line_no}: item_id {item!r} is empty, repeated or not UTF-8")
             seen.add(item)
-            ids.append(item)
-            if asin_col is not None:
-                asin.append(row[asin_col])
-            for modality, col in has_cols.items():
-                if row[col] not in ("0", "1"):
-                    raise UserError(f"{path}, line {line_no}: has_{modality} must be 0 or 1, got {row[col]!r}")
-                has[modality].append(row[col] == "1")
-    if not ids:
+            rows.append(row)
+            lines.append(line_no)
+    if not rows:
         raise UserError(f"{path}: no items in the file")
-    ignored = [h for i, h in enumerate(header) if i != id_col and i != asin_col and i not in has_cols.values()]
-    return ItemTable(ids=ids, asin=asin if asin_col is not None else None,
-                     has={m: np.asarray(v, dtype=bool) for m, v in has.items()}, ignored=ignored)
+    asins = [row[header.index("asin")] for row in rows] if "asin" in header else None
+    return ItemsFile(path, header, rows, lines, [row[id_col].strip() for row in rows], asins)
+
+
+def read_items(path: str | Path) -> ItemTable:
+    """The items file as preprocessing reads it: `item_id` required, `asin` and `has_<modality>` (0/1) optional;
+    other columns are ignored (and named)."""
+    items = read_items_file(Path(path))
+    header = items.header
+    asin_col = header.index("asin") if "asin" in header else None
+    has_cols = {h[len("has_"):]: i for i, h in enumerate(header) if h.startswith("has_")}
+    for row, line_no in zip(items.rows, items.line_numbers):
+        if asin_col is not None and not row[asin_col].isprintable():
+            raise UserError(f"{path}, line {line_no}: asin {row[asin_col]!r} is not printable UTF-8")
+        for modality, col in has_cols.items():
+            if row[col] not in ("0", "1"):
+                raise UserError(f"{path}, line {line_no}: has_{modality} must be 0 or 1, got {row[col]!r}")
+    ignored = [h for i, h in enumerate(header) if h != "item_id" and i != asin_col and i not in has_cols.values()]
+    has = {m: np.asarray([row[c] == "1" for row in items.rows], dtype=bool) for m, c in has_cols.items()}
+    return ItemTable(ids=items.ids, asin=items.asins, has=has, ignored=ignored)
 
 
 def read_features(path: str | Path, modality: str, n_rows: int | None) -> np.ndarray:

@@ -1,10 +1,8 @@
-"""What `encode` reads: the items file (ids, asins, text) and one image per item, with bad input reported."""
+"""What `encode` reads besides the items file (`data.readers.read_items_file`): one image per item, with bad input
+reported."""
 from __future__ import annotations
 
-import csv
-import html
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -15,56 +13,6 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp")
 IMAGE_SIZE = 224  # the image encoder's input side
 MIN_SIDE = 8  # a smaller image (a 1x1 placeholder, say) holds no picture of the item
 MAX_PIXELS = 120_000_000  # larger images are refused unread: one decoded image stays under 0.5 GB
-
-
-@dataclass
-class ItemRows:
-    """The items file as `encode` needs it: header and rows kept whole, to be written back with `has_` flags."""
-
-    path: Path
-    header: list[str]
-    rows: list[list[str]]
-    line_numbers: list[int]
-    ids: list[str]
-    asins: list[str] | None
-    text_column: int | None = None  # the index of the text column, once chosen
-
-    def text(self, row: int) -> tuple[str | None, str]:
-        """The row's text (HTML entities decoded), or None and why it cannot be encoded."""
-        raw = self.rows[row][self.text_column].strip()
-        if any("\udc80" <= ch <= "\udcff" for ch in raw):
-            return None, f"text is not UTF-8 ({self.path}, line {self.line_numbers[row]})"
-        text = html.unescape(raw).strip()
-        return (text, "") if text else (None, "empty text")
-
-
-def read_item_rows(path: Path) -> ItemRows:
-    """Tab-separated with a header naming `item_id`. Bytes that are not UTF-8 are kept as escapes: an item's text
-    that has some is then skipped, not the file."""
-    if not path.is_file():
-        raise UserError(f"{path}: file not found")
-    csv.field_size_limit(1 << 24)
-    with path.open(newline="", encoding="utf-8-sig", errors="surrogateescape") as handle:
-        reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
-        header = next(reader, None)
-        if not header or "item_id" not in header:
-            raise UserError(f"{path}, line 1: header must name an 'item_id' column")
-        id_col, rows, lines, seen = header.index("item_id"), [], [], set()
-        for line_no, row in enumerate(reader, 2):
-            if not row:
-                continue
-            if len(row) != len(header):
-                raise UserError(f"{path}, line {line_no}: expected {len(header)} tab-separated fields, got {len(row)}")
-            item = row[id_col].strip()
-            if not item or item in seen or not item.isprintable():
-                raise UserError(f"{path}, line {line_no}: item_id {item!r} is empty, repeated or not UTF-8")
-            seen.add(item)
-            rows.append(row)
-            lines.append(line_no)
-    if not rows:
-        raise UserError(f"{path}: no items in the file")
-    asins = [row[header.index("asin")] for row in rows] if "asin" in header else None
-    return ItemRows(path, header, rows, lines, [row[id_col].strip() for row in rows], asins)
 
 
 def find_images(folder: Path, ids: list[str], asins: list[str] | None) -> list[Path | None]:

@@ -9,13 +9,13 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..data.atomic import write_file_atomic
 from ..errors import UserError
+from ..io import claim_dir, read_json, write_file_atomic
 from ..nn import make_batch
 from ..training.evaluate import fixed_ranking_ranks, target_ranks
 from ..training.metrics import metric_sums
 from ..training.recommend import recommend
-from ..training.run import load_run, read_json
+from ..training.run import load_run
 from . import figures, usergraph
 
 LENGTH_EDGES = (1, 2, 3, 5, 10, 20, 50)  # history length buckets [1, 2), [2, 3), ..., [50, inf)
@@ -62,11 +62,11 @@ def gate_weights(model, data, split: str, batch_size: int, seed: int) -> tuple[d
 
 def item_texts(path: Path | None, column: str) -> tuple[dict[str, str], str | None]:
     """Raw item id -> text from an items file's text column, or {} and why there is none."""
-    from ..encode.sources import read_item_rows
+    from ..data.readers import read_items_file
     if path is None or not Path(path).is_file():
         return {}, f"no items file{f' at {path}' if path else ''}, so no item text (--items)"
     try:
-        items = read_item_rows(Path(path))
+        items = read_items_file(Path(path))
     except UserError as err:
         return {}, f"no item text: {err}"
     if column not in items.header:
@@ -75,11 +75,8 @@ def item_texts(path: Path | None, column: str) -> tuple[dict[str, str], str | No
     return {item: items.text(r)[0] or "" for r, item in enumerate(items.ids)}, None
 
 
-def prepare_out(out: Path) -> None:
-    """`out` new, or written by `inspect` before (its earlier pictures removed); refuses a folder holding more."""
-    if not out.exists():
-        out.mkdir(parents=True)
-        return
+def clear_earlier(out: Path) -> None:
+    """Remove the pictures an earlier `inspect` drew in `out`; refuses a folder holding more than it wrote."""
     earlier = read_json(out / "inspect.json") or {}
     ours = {"inspect.json", "summary.txt", *earlier.get("pictures", [])} if earlier.get("kind") == KIND else set()
     foreign = sorted(p.name for p in out.iterdir() if p.name not in ours)
@@ -100,7 +97,14 @@ def inspect(run_dir: Path, out: Path | None = None, user: str | None = None, ite
     if user is not None and user not in set(data.user_ids.tolist()):
         raise UserError(f"--user {user!r}: not a user of the run's dataset (ids look like "
                         f"{', '.join(map(str, data.user_ids[:3]))})")
-    prepare_out(out)
+    with claim_dir(out, "inspect", inside=run_dir):
+        clear_earlier(out)
+        return _report(run_dir, out, config, data, model, user, items_file, text_column, split, log)
+
+
+def _report(run_dir: Path, out: Path, config, data, model, user: str | None, items_file: Path | None,
+            text_column: str, split: str, log: Callable[[str], None]) -> dict:
+    """Draw and write everything `inspect` makes into the claimed folder `out`."""
     summary: dict = {"kind": KIND, "run": str(run_dir), "split": split, "exclude_seen": config.exclude_seen,
                      "pictures": []}
     notes = []

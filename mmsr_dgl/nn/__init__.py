@@ -8,5 +8,6 @@ from .readout import READOUTS
 from .sasrec import SASRec, SASRecConfig
 from .scoring import FullSortRecommender as Recommender
 
-__all__ = ["FUSIONS", "ITEM_REPRS", "READOUTS", "MMSR", "MMSRConfig", "MMSRLayer", "Recommender", "SASRec", "SASRecConfig", "Batch",
-           "make_batch", "pad_left", "HeterogeneousAttention", "HomogeneousAttention", "attend"]
+__all__ = ["FUSIONS", "ITEM_REPRS", "READOUTS", "MMSR", "MMSRConfig", "MMSRLayer", "Recommender", "SASRec",
+           "SASRecConfig", "Batch", "make_batch", "pad_left", "HeterogeneousAttention", "HomogeneousAttention",
+           "attend"]

@@ -1,22 +1,35 @@
 """The training configuration: one flat, typed record (model and optimisation settings together)."""
 from __future__ import annotations
 
+import dataclasses
+import os
 from dataclasses import dataclass
 from typing import Literal
 
 from ..errors import UserError
-from ..nn import FUSIONS, ITEM_REPRS, READOUTS, MMSRConfig, SASRecConfig
+from ..nn import FUSIONS, ITEM_REPRS, MMSR, READOUTS, MMSRConfig, Recommender, SASRec, SASRecConfig
 from .metrics import KS, METRICS
 
 
-# how each model trains by default: SASRec as the eSASRec benchmark trains it (RecTools' SASRec)
-TRAINING_DEFAULTS = {"mmsr": {"train_on": "positions", "batch_size": 256},
-                     "sasrec": {"train_on": "sequences", "batch_size": 128}}
+@dataclass(frozen=True)
+class ModelEntry:
+    """A model `train` can build: its class, its settings (their defaults are the model's defaults) and how it
+    trains by default."""
+    model: type[Recommender]
+    settings: type
+    training: dict
+
+
+MODELS = {"mmsr": ModelEntry(MMSR, MMSRConfig, {"train_on": "positions", "batch_size": 256}),
+          # SASRec trains as the eSASRec benchmark trains RecTools' SASRec
+          "sasrec": ModelEntry(SASRec, SASRecConfig, {"train_on": "sequences", "batch_size": 128})}
+MODEL_DEFAULTED = ("n_layers", "n_heads", "dropout", "attn_dropout", "temperature", "readout", "item_repr",
+                   "train_on", "batch_size")  # None in TrainConfig: the chosen model's default
 
 
 @dataclass
 class TrainConfig:
-    model: Literal["mmsr", "sasrec"] = "mmsr"
+    model: Literal[tuple(MODELS)] = "mmsr"
     dim: int = 64
     n_layers: int | None = None  # None (here and below): the chosen model's default, MMSR 1 and SASRec 1
     n_heads: int | None = None  # sasrec only: 1
@@ -53,10 +66,9 @@ class TrainConfig:
     num_workers: int = 0  # data-loader worker processes building graphs
 
     def __post_init__(self) -> None:
-        model = SASRecConfig() if self.model == "sasrec" else MMSRConfig()
-        defaults = {**vars(model), **TRAINING_DEFAULTS.get(self.model, {})}
-        for name in ("n_layers", "n_heads", "dropout", "attn_dropout", "temperature", "readout", "item_repr",
-                     *TRAINING_DEFAULTS["mmsr"]):
+        entry = MODELS.get(self.model, MODELS["mmsr"])  # an unknown model is refused by the type check
+        defaults = {**vars(entry.settings()), **entry.training}
+        for name in MODEL_DEFAULTED:
             if getattr(self, name) is None:
                 setattr(self, name, defaults.get(name, 1))  # MMSR has no heads
 
@@ -64,8 +76,12 @@ class TrainConfig:
         names = {f"{m}@{k}" for m in METRICS for k in KS}
         if self.valid_metric not in names:
             raise UserError(f"setting 'valid_metric': {self.valid_metric!r} is not one of {', '.join(sorted(names))}")
-        if self.threads < 0:
-            raise UserError("setting 'threads': must be 0 (chosen by measurement) or a thread count")
+        cores = os.cpu_count() or 1
+        if not 0 <= self.threads <= cores:
+            raise UserError(f"setting 'threads': must be 0 (chosen by measurement) or a thread count up to the "
+                            f"{cores} cores of this machine")
+        if self.num_workers > cores:
+            raise UserError(f"setting 'num_workers': at most one worker process per core ({cores} here)")
         for name in ("dim", "n_layers", "n_heads", "epochs", "batch_size", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise UserError(f"setting '{name}': must be at least 1")
@@ -92,12 +108,7 @@ class TrainConfig:
         if self.weight_decay < 0 or self.patience < 1 or self.num_workers < 0:
             raise UserError("settings 'weight_decay' >= 0, 'patience' >= 1, 'num_workers' >= 0 required")
 
-    def mmsr(self) -> MMSRConfig:
-        return MMSRConfig(dim=self.dim, n_layers=self.n_layers, fusion=self.fusion, dropout=self.dropout,
-                          attn_dropout=self.attn_dropout, readout=self.readout, item_repr=self.item_repr,
-                          temperature=self.temperature)
-
-    def sasrec(self) -> SASRecConfig:
-        return SASRecConfig(dim=self.dim, n_layers=self.n_layers, n_heads=self.n_heads, dropout=self.dropout,
-                            attn_dropout=self.attn_dropout, temperature=self.temperature, readout=self.readout,
-                            item_repr=self.item_repr)
+    def model_settings(self):
+        """The chosen model's settings (MMSRConfig, SASRecConfig, ...) as this configuration sets them."""
+        settings = MODELS[self.model].settings
+        return settings(**{f.name: getattr(self, f.name) for f in dataclasses.fields(settings)})

@@ -99,6 +99,18 @@ class Group:
             raise UserError(value)
         return value
 
+    def check_same(self, value: Any, what: str) -> None:
+        """Refuse, in every process, to go on unless all of them hold the same `value` (e.g. their dataset's
+        fingerprint: each machine reads its own copy)."""
+        if self.world == 1:
+            return
+        values: list[Any] = [None] * self.world
+        dist.all_gather_object(values, value)
+        differ = [rank for rank, v in enumerate(values) if v != values[0]]
+        if differ:
+            raise UserError(f"training processes {', '.join(map(str, differ))} of {self.world} hold another {what} "
+                            f"than process 0; give every process the same one")
+
     def loss_step(self, model: torch.nn.Module) -> torch.nn.Module:
         """`step(batch)` -> the model's training loss; in a group, its backward also averages the gradients."""
         if self.world == 1:

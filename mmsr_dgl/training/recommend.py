@@ -3,41 +3,49 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 
 from ..data import ProcessedData
-from ..data.atomic import write_file_atomic
+from ..data.readers import integer_id
 from ..errors import UserError
+from ..io import write_file_atomic
 from ..nn import Recommender
 from .evaluate import scoring_batch_size
 from .loader import user_batches
 from .metrics import mask_seen
 
 
-def read_user_list(path: Path, data: ProcessedData) -> np.ndarray:
-    """User indices for the raw user ids in `path` (one per line)."""
+def read_user_list(path: Path, data: ProcessedData, log: Callable[[str], None] = print) -> np.ndarray:
+    """User indices for the raw user ids in `path` (one per line; integer ids as the readers read them, `007` is
+    user 7); a user listed twice is recommended for once, and the log says so."""
     index = {u: i for i, u in enumerate(data.user_ids.tolist())}
     if not Path(path).is_file():
-        raise UserError(f"{path}: file not found (--users)")
+        raise UserError(f"{path}: " + ("not a regular file (--users)" if Path(path).exists()
+                                       else "file not found (--users)"))
     try:
         text = Path(path).read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as err:
         line = Path(path).read_bytes()[:err.start].count(b"\n") + 1
         raise UserError(f"{path}, line {line}: not UTF-8 text (--users)") from None
-    users, listed = [], set()
+    users, listed, repeated = [], set(), 0
     for line_no, line in enumerate(text.splitlines(), 1):
-        user = line.strip()
+        user = integer_id(line.strip())
         if not user:
             continue
         if user not in index:
             raise UserError(f"{path}, line {line_no}: unknown user {user!r}")
-        if index[user] not in listed:  # a user listed twice is recommended for once
-            listed.add(index[user])
-            users.append(index[user])
+        if index[user] in listed:
+            repeated += 1
+            continue
+        listed.add(index[user])
+        users.append(index[user])
     if not users:
         raise UserError(f"{path}: no user ids in the file")
+    if repeated:
+        log(f"{path}: {repeated} repeated user ids; each user is recommended for once")
     return np.asarray(users, dtype=np.int64)
 
 

@@ -2,22 +2,23 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
+import shutil
 from pathlib import Path
 
 import torch
 import yaml
 
-from ..config import check_type, field_types
+from ..config import build_config, check_type, field_types
 from ..data import ProcessedData, load_processed
-from ..data.atomic import write_file_atomic
 from ..errors import UserError
-from ..nn import MMSR, Recommender, SASRec
-from .config import TrainConfig
+from ..io import RUN_OWN_FILES, folder_kind, write_file_atomic
+from ..nn import Recommender
+from .config import MODELS, TrainConfig
 
 CHECKPOINT_FORMAT = 2
 CONFIG_FILE = "config.yaml"
+RESUME_FREE = ("epochs", "num_workers", "threads")  # settings a resumed run may change (and the process count)
 EARLIER_VERSION = "made by an earlier version of mmsr-dgl, train again"
 
 
@@ -43,6 +44,9 @@ def check_model_size(config: TrainConfig, data: ProcessedData) -> None:
 
 def build_model(config: TrainConfig, data: ProcessedData) -> Recommender:
     check_model_size(config, data)
+    if config.n_negatives >= data.n_items - 1:
+        raise UserError(f"setting 'n_negatives' ({config.n_negatives}): the dataset has {data.n_items - 1} items; "
+                        f"sample fewer, or set 0 for the full softmax over all of them")
     model = _build(config, data)
     model.set_sampled(config.n_negatives)
     return model
@@ -53,13 +57,17 @@ def _build(config: TrainConfig, data: ProcessedData) -> Recommender:
     if missing:
         raise UserError(f"setting 'modalities': {sorted(missing)} not in the dataset (it has {data.modalities})")
     names = data.modalities if config.modalities is None else config.modalities
-    model, model_config = (SASRec, config.sasrec()) if config.model == "sasrec" else (MMSR, config.mmsr())
-    return model(model_config, data.n_items, data.max_len, {m: data.centroids[m] for m in names},
-                 *data.item_content(names))
+    return MODELS[config.model].model(config.model_settings(), data.n_items, data.max_len,
+                                      {m: data.centroids[m] for m in names}, *data.item_content(names))
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
-    write_file_atomic(path, lambda tmp: torch.save({"format": CHECKPOINT_FORMAT, **state}, tmp))
+    try:
+        write_file_atomic(path, lambda tmp: torch.save({"format": CHECKPOINT_FORMAT, **state}, tmp))
+    except RuntimeError as err:  # torch's writer reports a full disk or a lost file system as a RuntimeError
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"{path}: the checkpoint could not be written ({reason}); is the disk full? The previous "
+                        f"checkpoint is intact: free space and continue with --resume") from None
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -79,11 +87,23 @@ def load_checkpoint(path: Path) -> dict:
     return state
 
 
+def settings_differ(config: TrainConfig, state: dict) -> list[str]:
+    """The settings (but RESUME_FREE) in which `config` differs from those a checkpoint was written with."""
+    saved, current = state["config"], dataclasses.asdict(config)
+    return [k for k in {**current, **saved} if k not in RESUME_FREE and saved.get(k) != current.get(k)]
+
+
 def restore_model(model: Recommender, state: dict, path: Path) -> None:
     try:
         model.load_state_dict(state["model"])
     except (RuntimeError, KeyError) as err:
-        raise UserError(f"{path}: checkpoint does not match the model of this run ({err})") from None
+        found = set(state.get("model", {}))
+        expected = set(model.state_dict())
+        missing, unexpected = sorted(expected - found), sorted(found - expected)
+        detail = "; ".join(f"{len(names)} {kind} weights ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})"
+                           for kind, names in (("missing", missing), ("unexpected", unexpected)) if names)
+        raise UserError(f"{path}: checkpoint does not match the model of this run ("
+                        f"{detail or str(err).strip().splitlines()[0]})") from None
 
 
 def write_run_config(run_dir: Path, config: TrainConfig, data_dir: Path, fingerprint: str) -> None:
@@ -116,7 +136,8 @@ def run_config(settings: dict, path: Path) -> TrainConfig:
         config = TrainConfig(**values)
         config.validate()
     except UserError as err:
-        raise UserError(f"{err}; this run was probably {EARLIER_VERSION}") from None
+        raise UserError(f"{err}; the file was edited by hand (put back what `mmsr-dgl train` wrote), or "
+                        f"{EARLIER_VERSION}") from None
     return config
 
 
@@ -128,6 +149,18 @@ def run_settings(run_dir: Path) -> tuple[TrainConfig, Path, str]:
         raise UserError(f"{run_dir}: no {CONFIG_FILE}; is this a run directory made by `mmsr-dgl train`?")
     payload = read_run_config(path)
     return run_config(payload["config"], path), Path(payload["data"]), payload["data_fingerprint"]
+
+
+def requested_settings(run_dir: Path, config_file: Path | None, overrides: list[str],
+                       resume: bool) -> tuple[TrainConfig, Path | None]:
+    """The settings a `train` command asks for and the dataset it names: resuming, the run's own settings and
+    dataset, updated by `config_file` and then `overrides`; else the defaults updated by them (and no dataset)."""
+    if not resume:
+        return build_config(TrainConfig, config_file, overrides), None
+    if not (Path(run_dir) / CONFIG_FILE).is_file():
+        raise UserError(f"{run_dir}: nothing to resume (no run there)")
+    saved, trained_on, _ = run_settings(run_dir)
+    return build_config(TrainConfig, config_file, overrides, base=dataclasses.asdict(saved)), trained_on
 
 
 def load_run(run_dir: Path, checkpoint: str = "best",
@@ -144,23 +177,22 @@ def load_run(run_dir: Path, checkpoint: str = "best",
     if not data.matches(fingerprint):
         raise UserError(f"{data_dir}: not the dataset this run was trained on, or it changed since "
                         f"(fingerprint mismatch)")
-    model = build_model(config, data)
     ckpt_path = run_dir / f"{checkpoint}.pt"
-    restore_model(model, load_checkpoint(ckpt_path), ckpt_path)
+    state = load_checkpoint(ckpt_path)
+    differs = settings_differ(config, state)
+    if differs:  # a hand-edited config.yaml: the weights belong to the checkpoint's settings
+        trained = ", ".join(f"{k}={state['config'].get(k)!r}" for k in differs)
+        raise UserError(f"{run_dir / CONFIG_FILE}: settings {', '.join(differs)} differ from those {ckpt_path.name} "
+                        f"was trained with ({trained}); put them back, or train a new run with the new settings")
+    model = build_model(config, data)
+    restore_model(model, state, ckpt_path)
     return config, data, model
 
 
-RUN_FILES = (CONFIG_FILE, "best.pt", "last.pt", "metrics.jsonl", "results.json", "train.log")
-
-
 def remove_run(run_dir: Path, keep: tuple[str, ...] = ()) -> None:
-    """Delete the files of an earlier run in `run_dir` (only those a run writes), but `keep`."""
-    for name in set(RUN_FILES) - set(keep):
+    """Delete the files of an earlier run in `run_dir` (only those a run writes, and its `inspect` output), but
+    `keep`."""
+    for name in RUN_OWN_FILES - set(keep):
         (Path(run_dir) / name).unlink(missing_ok=True)
-
-
-def read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
+    if folder_kind(Path(run_dir) / "inspect") == "inspect":
+        shutil.rmtree(Path(run_dir) / "inspect")

@@ -2,6 +2,7 @@
 process or several (DistributedDataParallel, each process a share of every batch, rank 0 writing the run)."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -17,29 +18,28 @@ import torch
 from tqdm import tqdm
 
 from ..data import ProcessedData
-from ..data.atomic import is_dataset_dir, write_file_atomic
 from ..errors import UserError
+from ..io import claim_dir, read_json, write_file_atomic
 from .config import TrainConfig
 from .distributed import Group, launch, seed_for
 from .evaluate import evaluate, evaluate_scores
 from .loader import prefetched, sequence_batches, split_batches
 from .optim import make_optimizer
-from .threads import ThreadChooser
 from .run import (
     CONFIG_FILE,
     build_model,
     load_checkpoint,
     load_data,
-    read_json,
     read_run_config,
     remove_run,
     restore_model,
     save_checkpoint,
+    settings_differ,
     write_run_config,
 )
+from .threads import ThreadChooser
 
 RESULTS = "results.json"
-RESUME_FREE = ("epochs", "num_workers", "threads")  # settings a resumed run may change (and the process count)
 
 
 def seed_everything(seed: int) -> None:
@@ -84,8 +84,7 @@ def _check_resume(run_dir: Path, config: TrainConfig, data: ProcessedData) -> di
     if not data.matches(read_run_config(run_dir / CONFIG_FILE)["data_fingerprint"]):
         raise UserError(f"{run_dir}: --resume on a dataset that changed since the run started (fingerprint)")
     state = load_checkpoint(run_dir / "last.pt")
-    saved, current = state["config"], dataclasses.asdict(config)
-    differs = [k for k in {**current, **saved} if k not in RESUME_FREE and saved.get(k) != current.get(k)]
+    differs = settings_differ(config, state)
     if differs:
         raise UserError(f"{run_dir}: --resume with settings that differ from the run's: {', '.join(differs)}")
     return state
@@ -104,7 +103,8 @@ def train(config: TrainConfig, data_dir: Path, run_dir: Path, resume: bool = Fal
         return result
     group = Group.join(config.device)
     try:
-        return _train(group, config, data_dir, Path(run_dir), resume, overwrite, echo, progress)
+        with contextlib.ExitStack() as held:  # the run directory, held by the main process while it trains
+            return _train(group, held, config, data_dir, Path(run_dir), resume, overwrite, echo, progress)
     finally:
         group.leave()
 
@@ -119,25 +119,30 @@ def _process(config: TrainConfig, data_dir: Path, run_dir: Path, resume: bool, o
         return err
 
 
-def _check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> bool:
-    """Whether there is a run to resume; refuses to start over an existing run without `overwrite`."""
-    if is_dataset_dir(run_dir):
-        raise UserError(f"{run_dir}: is a dataset directory (preprocess output); choose another --out for the run")
-    if not resume and not overwrite and (run_dir / CONFIG_FILE).exists():
+def _claim_run_dir(held: contextlib.ExitStack, run_dir: Path, resume: bool, overwrite: bool) -> bool:
+    """Hold `run_dir` (see `io.claim_dir`) until `held` closes; returns whether there is a run to resume. Refuses
+    to start over an existing run without `overwrite`, and to resume a run whose last checkpoint is gone."""
+    found = held.enter_context(claim_dir(run_dir, "run"))
+    if not resume and not overwrite and found:
         raise UserError(f"{run_dir}: already holds a run; use --resume to continue it, --overwrite to replace it, "
                         f"or choose another --out")
     if resume and not (run_dir / "last.pt").exists():
-        if not (run_dir / CONFIG_FILE).exists():
+        if not found:
             raise UserError(f"{run_dir}: nothing to resume (no run there)")
+        made = [name for name in ("best.pt", RESULTS, "metrics.jsonl") if (run_dir / name).exists()]
+        if made:
+            raise UserError(f"{run_dir}: last.pt is missing, so the run cannot continue (its {', '.join(made)} are "
+                            f"kept); --overwrite trains it again from the first epoch")
         return False  # interrupted during its first epoch: nothing to continue, start it again
     return resume
 
 
-def _train(group: Group, config: TrainConfig, data_dir: Path, run_dir: Path, resume: bool, overwrite: bool,
-           echo: Callable[[str], None], progress: bool) -> dict:
+def _train(group: Group, held: contextlib.ExitStack, config: TrainConfig, data_dir: Path, run_dir: Path,
+           resume: bool, overwrite: bool, echo: Callable[[str], None], progress: bool) -> dict:
     if overwrite and resume:
         raise UserError("--overwrite and --resume exclude each other")
     data = load_data(config, data_dir)
+    group.check_same(data.manifest["fingerprint"], "dataset (its manifest's fingerprint)")
     if not len(data.splits["train"][0]):
         raise UserError(f"{data.path}: the dataset has no training samples; preprocess it with more data")
     if config.exclude_seen is None:
@@ -145,7 +150,7 @@ def _train(group: Group, config: TrainConfig, data_dir: Path, run_dir: Path, res
     device = resolve_device(config.device)
     if device.startswith("cuda") and group.world > 1:
         device = f"cuda:{group.local_rank}"
-    resume = group.from_main(lambda: _check_run_dir(run_dir, resume, overwrite))
+    resume = group.from_main(lambda: _claim_run_dir(held, run_dir, resume, overwrite))
     threads = group.threads(config.threads)
     chooser = ThreadChooser(threads, adaptive=config.threads == 0)
     seed_everything(config.seed)
