@@ -1,8 +1,9 @@
 """Throughput of `mmsr-dgl encode` on Amazon Toys: item texts and the 400 raw images (run it alone on the machine).
 
-    python benchmarks/bench_encode.py                  # 2,000 texts, 400 images, 2 threads
-    python benchmarks/bench_encode.py --texts 11924 --threads 1
+python benchmarks/bench_encode.py                  # 2,000 texts, 400 images, 2 threads
+python benchmarks/bench_encode.py --texts 11924 --threads 1
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,16 +29,22 @@ def main() -> None:
     stems = {p.stem for p in (args.toys / "images").iterdir()}
     with tempfile.TemporaryDirectory() as tmp:
         texts, images = Path(tmp) / "texts.tsv", Path(tmp) / "images.tsv"
-        texts.write_text("\n".join(lines[:args.texts + 1]) + "\n", encoding="utf-8")
-        images.write_text("\n".join([lines[0]] + [x for x in lines[1:] if x.split("\t")[1] in stems]) + "\n",
-                          encoding="utf-8")
-        for modality, items, folder, column in (("text", texts, None, "text"),
-                                                ("image", images, args.toys / "images", None)):
-            summary = encode(items, Path(tmp) / modality, folder, column, batch_size=args.batch_size,
-                             log=lambda m: None)[modality]
-            print(f"{modality}: {summary['encoded']} items encoded ({summary['skipped']} skipped) at "
-                  f"{summary['items_per_second']} items/s, {args.threads} threads, batch {args.batch_size}")
-    print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20:.2f} GB")
+        texts.write_text("\n".join(lines[: args.texts + 1]) + "\n", encoding="utf-8")
+        images.write_text(
+            "\n".join([lines[0]] + [x for x in lines[1:] if x.split("\t")[1] in stems]) + "\n", encoding="utf-8"
+        )
+        for modality, items, folder, column in (
+            ("text", texts, None, "text"),
+            ("image", images, args.toys / "images", None),
+        ):
+            summary = encode(
+                items, Path(tmp) / modality, folder, column, batch_size=args.batch_size, log=lambda m: None
+            )[modality]
+            print(
+                f"{modality}: {summary['encoded']} items encoded ({summary['skipped']} skipped) at "
+                f"{summary['items_per_second']} items/s, {args.threads} threads, batch {args.batch_size}"
+            )
+    print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GB")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ median time of `make_batch` (graph collation, the histories already sliced), the
 `calculate_loss` + `backward` after warm-up (the optimizer step runs but is not timed), and peak memory.
 Targets (d=64, 1 layer, batch 256): collation < 10 ms, forward + backward < 150 ms.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,15 +46,19 @@ def prepare(args: argparse.Namespace, scratch: Path) -> Path:
     start = time.perf_counter()
     if has_toys(toys):
         out = Path(args.out)
-        print(f"dataset: Amazon Toys from {toys} (default settings {' '.join(args.preprocess_set)}), "
-              f"in {out}")
+        print(f"dataset: Amazon Toys from {toys} (default settings {' '.join(args.preprocess_set)}), in {out}")
         prepare_toys(toys, out, args.preprocess_set)
     else:
         out = scratch / "data"
-        print(f"NOTICE: Amazon Toys not found at {toys} (set MMSR_TOYS_DIR); benchmarking the synthetic "
-              f"default instead")
-        preprocess(build_config(PreprocessConfig, overrides=args.preprocess_set), Inputs(synthetic=True), out,
-                   log=lambda message: None)
+        print(
+            f"NOTICE: Amazon Toys not found at {toys} (set MMSR_TOYS_DIR); benchmarking the synthetic default instead"
+        )
+        preprocess(
+            build_config(PreprocessConfig, overrides=args.preprocess_set),
+            Inputs(synthetic=True),
+            out,
+            log=lambda message: None,
+        )
     print(f"preprocess (or check it is up to date): {time.perf_counter() - start:.1f} s")
     return out
 
@@ -65,11 +70,20 @@ def percentile_ms(values: list[float], q: float) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", help="a preprocessed dataset directory (default: preprocess Amazon Toys)")
-    parser.add_argument("--out", default=str(ROOT / "runs" / "bench" / "model-data"),
-                        help="where to preprocess Toys when --data is not given; reused when up to date")
+    parser.add_argument(
+        "--out",
+        default=str(ROOT / "runs" / "bench" / "model-data"),
+        help="where to preprocess Toys when --data is not given; reused when up to date",
+    )
     parser.add_argument("--config", default="", help="training settings file (default: none, the code defaults)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="a training setting (model, fusion, dim, n_layers, batch_size, readout, ...)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a training setting (model, fusion, dim, n_layers, batch_size, readout, ...)",
+    )
     parser.add_argument("--preprocess-set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--iters", type=int, default=20, help="timed iterations, after 3 warm-up ones")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
@@ -83,8 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     users, positions = data.splits["train"]
     targets = data.targets("train")
     counts = data.manifest["counts"]
-    print(f"data: {counts['users']} users, {counts['items']} items, {len(users)} training samples, "
-          f"max_len {data.max_len}, modalities {data.modalities or 'none'}")
+    print(
+        f"data: {counts['users']} users, {counts['items']} items, {len(users)} training samples, "
+        f"max_len {data.max_len}, modalities {data.modalities or 'none'}"
+    )
 
     config = build_config(TrainConfig, file=args.config or None, overrides=args.overrides)
     torch.manual_seed(args.seed)
@@ -93,10 +109,12 @@ def main(argv: list[str] | None = None) -> int:
     codes, views = (None, set()) if spec is None else ({m: data.codes[m] for m in spec[0]}, spec[1])
     optim = make_optimizer(model, config.lr, config.weight_decay)
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"model: {config.model} {args.config or '(code defaults)'} {' '.join(args.overrides)}, "
-          f"{n_params:,} parameters; "
-          f"batch {config.batch_size}, {args.iters} timed iterations after {WARMUP} warm-up, "
-          f"{torch.get_num_threads()} thread(s), load average {os.getloadavg()[0]:.2f}")
+    print(
+        f"model: {config.model} {args.config or '(code defaults)'} {' '.join(args.overrides)}, "
+        f"{n_params:,} parameters; "
+        f"batch {config.batch_size}, {args.iters} timed iterations after {WARMUP} warm-up, "
+        f"{torch.get_num_threads()} thread(s), load average {os.getloadavg()[0]:.2f}"
+    )
 
     rng = np.random.default_rng(args.seed)
     collate, forward, step, nodes, edges = [], [], [], [], []
@@ -127,10 +145,14 @@ def main(argv: list[str] | None = None) -> int:
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     collate_ms, step_ms = percentile_ms(collate, 50), percentile_ms(step, 50)
     print(f"graph per batch: {np.mean(nodes):,.0f} nodes, {np.mean(edges):,.0f} edges (mean)")
-    print(f"collation (make_batch):    median {collate_ms:7.2f} ms   p90 {percentile_ms(collate, 90):7.2f} ms   "
-          f"target < {COLLATE_TARGET_MS:.0f} ms  {'OK' if collate_ms < COLLATE_TARGET_MS else 'MISSED'}")
-    print(f"forward + backward:        median {step_ms:7.2f} ms   p90 {percentile_ms(step, 90):7.2f} ms   "
-          f"target < {STEP_TARGET_MS:.0f} ms  {'OK' if step_ms < STEP_TARGET_MS else 'MISSED'}")
+    print(
+        f"collation (make_batch):    median {collate_ms:7.2f} ms   p90 {percentile_ms(collate, 90):7.2f} ms   "
+        f"target < {COLLATE_TARGET_MS:.0f} ms  {'OK' if collate_ms < COLLATE_TARGET_MS else 'MISSED'}"
+    )
+    print(
+        f"forward + backward:        median {step_ms:7.2f} ms   p90 {percentile_ms(step, 90):7.2f} ms   "
+        f"target < {STEP_TARGET_MS:.0f} ms  {'OK' if step_ms < STEP_TARGET_MS else 'MISSED'}"
+    )
     print(f"  of which forward:        median {percentile_ms(forward, 50):7.2f} ms")
     print(f"peak memory (ru_maxrss):   {peak_mb:,.0f} MB" + ("" if args.data else " (process, incl. preprocessing)"))
     if (config.dim, config.n_layers, config.batch_size) != (64, 1, 256):

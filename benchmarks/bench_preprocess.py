@@ -6,6 +6,7 @@ TOYS_DIR defaults to $MMSR_TOYS_DIR, else `shared/data/amazon-toys` beside the r
 defaults. Preprocessing runs in-process into a temporary directory; peak memory is this process's maximum resident
 set size, so it includes the interpreter and imported libraries. Exit status 1 when a target is missed.
 """
+
 from __future__ import annotations
 
 import resource
@@ -20,7 +21,7 @@ from mmsr_dgl.config import build_config
 from mmsr_dgl.data.preprocess import PreprocessConfig, preprocess
 
 TARGET_SECONDS = 30.0
-TARGET_BYTES = 2 * 1024 ** 3
+TARGET_BYTES = 2 * 1024**3
 
 
 def main(argv: list[str]) -> int:
@@ -36,9 +37,11 @@ def main(argv: list[str]) -> int:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
     counts = manifest["counts"]
     ok = seconds < TARGET_SECONDS and peak < TARGET_BYTES
-    print(f"preprocess Amazon Toys ({counts['users']} users, {counts['items']} items, {counts['interactions']} "
-          f"interactions): {seconds:.1f} s (target < {TARGET_SECONDS:.0f} s), peak RSS {peak / 1024 ** 2:.0f} MiB "
-          f"(target < {TARGET_BYTES / 1024 ** 3:.0f} GiB): {'PASS' if ok else 'FAIL'}")
+    print(
+        f"preprocess Amazon Toys ({counts['users']} users, {counts['items']} items, {counts['interactions']} "
+        f"interactions): {seconds:.1f} s (target < {TARGET_SECONDS:.0f} s), peak RSS {peak / 1024**2:.0f} MiB "
+        f"(target < {TARGET_BYTES / 1024**3:.0f} GiB): {'PASS' if ok else 'FAIL'}"
+    )
     return 0 if ok else 1
 
 

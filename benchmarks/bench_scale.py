@@ -17,6 +17,7 @@ Stages, with the default settings throughout:
 size (interpreter, torch and DGL included; `base` is that process's size after its imports). Rows go to
 benchmarks/results/scale.json (scale-KEY=VALUE....json with `--set`); benchmarks/results/scale.png plots them all.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -62,7 +63,7 @@ def make_dataset(users: int, out: Path, seed: int = 0) -> Path:
     bounds = np.concatenate([[0], np.cumsum(lengths)])
     with (out / "sequences.txt").open("w") as handle:
         for u in range(users):
-            handle.write(f"{u + 1} {' '.join(names[drawn[bounds[u]:bounds[u + 1]]])}\n")
+            handle.write(f"{u + 1} {' '.join(names[drawn[bounds[u] : bounds[u + 1]]])}\n")
     clusters = rng.integers(64, size=items)
     for modality, dim in DIMS.items():
         centres = rng.standard_normal((64, dim), dtype=np.float32)
@@ -80,8 +81,12 @@ def stage_preprocess(raw: Path, data_dir: Path, _: argparse.Namespace) -> dict:
     base = rss_mib()
     start = time.perf_counter()
     manifest = preprocess(build_config(PreprocessConfig), inputs, data_dir, log=lambda m: None, force=True)
-    return {"seconds": time.perf_counter() - start, "base_mib": base, "counts": manifest["counts"],
-            "stage_seconds": manifest["stage_seconds"]}
+    return {
+        "seconds": time.perf_counter() - start,
+        "base_mib": base,
+        "counts": manifest["counts"],
+        "stage_seconds": manifest["stage_seconds"],
+    }
 
 
 def _model(data_dir: Path, overrides: list[str]):
@@ -132,8 +137,12 @@ def stage_evaluate(_: Path, data_dir: Path, args: argparse.Namespace) -> dict:
     target_ranks(model, data, "valid", config.eval_batch_size, exclude_seen=True)  # warm-up: a first batch
     start = time.perf_counter()
     target_ranks(model, data, "valid", config.eval_batch_size, exclude_seen=True)
-    return {"seconds": (time.perf_counter() - start) * len(users) / n, "base_mib": base, "users_timed": n,
-            "users": len(users)}
+    return {
+        "seconds": (time.perf_counter() - start) * len(users) / n,
+        "base_mib": base,
+        "users_timed": n,
+        "users": len(users),
+    }
 
 
 STAGES = {"preprocess": stage_preprocess, "epoch": stage_epoch, "evaluate": stage_evaluate}
@@ -141,9 +150,21 @@ STAGES = {"preprocess": stage_preprocess, "epoch": stage_epoch, "evaluate": stag
 
 def run_stage(stage: str, raw: Path, data_dir: Path, args: argparse.Namespace) -> dict:
     """One stage in a fresh process: its figures, with that process's peak memory."""
-    command = [sys.executable, __file__, "--stage", stage, "--raw", str(raw), "--data", str(data_dir),
-               "--steps", str(args.steps), "--eval-users", str(args.eval_users),
-               *(f"--set={o}" for o in args.overrides)]
+    command = [
+        sys.executable,
+        __file__,
+        "--stage",
+        stage,
+        "--raw",
+        str(raw),
+        "--data",
+        str(data_dir),
+        "--steps",
+        str(args.steps),
+        "--eval-users",
+        str(args.eval_users),
+        *(f"--set={o}" for o in args.overrides),
+    ]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode:
         raise SystemExit(f"{stage} on {raw} failed:\n{done.stderr[-3000:]}")
@@ -153,6 +174,7 @@ def run_stage(stage: str, raw: Path, data_dir: Path, args: argparse.Namespace) -
 def plot(path: Path) -> None:
     """Time and peak memory of every stage in every results file beside `path`, against interactions."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -176,8 +198,10 @@ def plot(path: Path) -> None:
 
 
 def table(rows: list[dict], stages: list[str]) -> str:
-    lines = ["| users | items | interactions | " + " | ".join(f"{s} s | peak MiB" for s in stages) + " |",
-             "|---:|---:|---:|" + "---:|---:|" * len(stages)]
+    lines = [
+        "| users | items | interactions | " + " | ".join(f"{s} s | peak MiB" for s in stages) + " |",
+        "|---:|---:|---:|" + "---:|---:|" * len(stages),
+    ]
     for r in rows:
         cells = [f"{r['users']:,}", f"{r['items']:,}", f"{r['interactions']:,}"]
         for stage in stages:
@@ -213,8 +237,11 @@ def main() -> None:
         row = {"users": users, "settings": args.overrides}
         for stage in stages:
             row[stage] = run_stage(stage, raw, data_dir, args)
-            print(f"{users} users, {stage}: {row[stage]['seconds']:.1f} s, peak {row[stage]['peak_mib']:.0f} MiB "
-                  f"(base {row[stage]['base_mib']:.0f})", flush=True)
+            print(
+                f"{users} users, {stage}: {row[stage]['seconds']:.1f} s, peak {row[stage]['peak_mib']:.0f} MiB "
+                f"(base {row[stage]['base_mib']:.0f})",
+                flush=True,
+            )
         counts = json.loads((data_dir / "manifest.json").read_text())["counts"]
         row.update(items=counts["items"], interactions=counts["interactions"], users=counts["users"])
         rows.append(row)

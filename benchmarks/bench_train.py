@@ -6,6 +6,7 @@ Preprocesses the Toys data with the default settings (cached under runs/bench/to
 settings (or `--config FILE`), and prints the figures against their targets: an epoch under 90 s, one full
 evaluation of all users under 15 s, peak memory under 3 GB, a whole run under 45 minutes.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,11 +49,22 @@ def main() -> None:
     start = time.perf_counter()
     evaluate(model, data, "test", config.eval_batch_size)
     eval_seconds = time.perf_counter() - start
-    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     epoch_s = results["seconds_per_epoch"]
-    print(json.dumps({"config_file": args.config, "config": overrides, "preprocess": args.preprocess_set,
-                      "test": results["test"], "popularity_test": results["popularity_test"],
-                      "best_epoch": results["best_epoch"], "epochs_run": results["epochs_run"]}, indent=2))
+    print(
+        json.dumps(
+            {
+                "config_file": args.config,
+                "config": overrides,
+                "preprocess": args.preprocess_set,
+                "test": results["test"],
+                "popularity_test": results["popularity_test"],
+                "best_epoch": results["best_epoch"],
+                "epochs_run": results["epochs_run"],
+            },
+            indent=2,
+        )
+    )
     print(f"seconds per training epoch: {epoch_s:.1f} (target < 90)")
     print(f"full evaluation of {len(data.splits['test'][0])} users: {eval_seconds:.1f} s (target < 15)")
     print(f"peak memory: {peak_gb:.2f} GB (target < 3)")

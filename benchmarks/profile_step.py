@@ -8,6 +8,7 @@ batches of the dataset, timing each stage by wrapping the model's methods (CPU w
 time is the stage's). Prints one table in milliseconds per step. Works on any checkout of this repository that
 has the same method names (run it with PYTHONPATH set to the checkout to compare two).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,6 +53,7 @@ def wrap(obj, method: str, name: str) -> None:
                 return inner(*args, **kwargs)
         finally:
             depth[0] -= 1
+
     setattr(obj, method, call)
 
 
@@ -70,6 +72,7 @@ def main() -> None:
     model = build_model(config, data).train()
     try:
         from mmsr_dgl.training.optim import make_optimizer
+
         optimizer = make_optimizer(model, config.lr, config.weight_decay)
     except ImportError:  # a checkout from before the sparse optimizer
         optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
@@ -114,15 +117,26 @@ def main() -> None:
     phases = per.get("order A (homo -> hetero)", 0) + per.get("order B (hetero -> homo)", 0)
     derived = {
         "gate, norm and residual": per.get("layer total", 0) - phases,
-        "scores and loss": per["forward total"] - sum(per.get(k, 0) for k in
-                                                    ("item table", "node inputs", "layer total", "readout")),
+        "scores and loss": per["forward total"]
+        - sum(per.get(k, 0) for k in ("item table", "node inputs", "layer total", "readout")),
     }
-    rows = ["collation (make_batch)", "item table", "node inputs", "order A (homo -> hetero)",
-            "order B (hetero -> homo)", "gate, norm and residual", "readout", "scores and loss", "backward",
-            "optimizer"]
+    rows = [
+        "collation (make_batch)",
+        "item table",
+        "node inputs",
+        "order A (homo -> hetero)",
+        "order B (hetero -> homo)",
+        "gate, norm and residual",
+        "readout",
+        "scores and loss",
+        "backward",
+        "optimizer",
+    ]
     values = {**per, **derived}
-    print(f"model {config.model} {' '.join(args.overrides)}; {args.threads} thread(s), {args.steps} steps, "
-          f"batch {config.batch_size}, {data.n_items - 1} items")
+    print(
+        f"model {config.model} {' '.join(args.overrides)}; {args.threads} thread(s), {args.steps} steps, "
+        f"batch {config.batch_size}, {data.n_items - 1} items"
+    )
     print(f"{'stage':28s} {'ms/step':>8s}")
     for row in rows:
         if row in values:

@@ -18,6 +18,7 @@ dataset that `mmsr-dgl preprocess` made (the presets' preprocessing is then not 
 dataset's input files by name and SHA-256 and belong under a results folder of their own, e.g.
 `--data runs/beauty-data --out runs/bench/beauty --results benchmarks/results/beauty`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -73,8 +74,14 @@ def load_preset(path: Path) -> dict:
         build_config(PreprocessConfig, overrides=preprocess_overrides)
     except UserError as err:
         raise UserError(f"{path}: {err}") from None
-    return {"train": train_overrides, "preprocess": preprocess_overrides, "split": split, "early": epochs,
-            "inputs": {k: ROOT / v for k, v in inputs.items()}, "nproc": nproc}
+    return {
+        "train": train_overrides,
+        "preprocess": preprocess_overrides,
+        "split": split,
+        "early": epochs,
+        "inputs": {k: ROOT / v for k, v in inputs.items()},
+        "nproc": nproc,
+    }
 
 
 def test_after_epochs(config: TrainConfig, data_dir: Path, run_dir: Path, epochs: list[int]) -> list[dict]:
@@ -82,11 +89,21 @@ def test_after_epochs(config: TrainConfig, data_dir: Path, run_dir: Path, epochs
     path = run_dir / "early_test.json"
     done = json.loads(path.read_text()) if path.exists() else []
     for epoch in sorted(set(epochs) - {r["after_epochs"] for r in done}):
-        train(dataclasses.replace(config, epochs=epoch), data_dir, run_dir, resume=(run_dir / CONFIG_FILE).exists(),
-              echo=print, progress=False)
+        train(
+            dataclasses.replace(config, epochs=epoch),
+            data_dir,
+            run_dir,
+            resume=(run_dir / CONFIG_FILE).exists(),
+            echo=print,
+            progress=False,
+        )
         trained, data, model = load_run(run_dir, "last")
-        done.append({"after_epochs": epoch, "test": evaluate(model, data, "test", trained.eval_batch_size,
-                                                             trained.exclude_seen)})
+        done.append(
+            {
+                "after_epochs": epoch,
+                "test": evaluate(model, data, "test", trained.eval_batch_size, trained.exclude_seen),
+            }
+        )
         path.write_text(json.dumps(done, indent=1) + "\n")
     return done
 
@@ -94,38 +111,62 @@ def test_after_epochs(config: TrainConfig, data_dir: Path, run_dir: Path, epochs
 def dataset_record(data_dir: Path) -> dict:
     """What identifies a dataset other than Toys: its input files (name and SHA-256), fingerprint and counts."""
     manifest = json.loads((data_dir / "manifest.json").read_text())
-    files = {kind: {"name": Path(f["path"]).name, "sha256": f["sha256"]} for kind, f in
-             manifest["inputs"]["files"].items()}
+    files = {
+        kind: {"name": Path(f["path"]).name, "sha256": f["sha256"]} for kind, f in manifest["inputs"]["files"].items()
+    }
     return {"files": files, "fingerprint": manifest["fingerprint"], "counts": manifest["counts"]}
 
 
-def run_one(name: str, seed: int, preset: dict, data_dir: Path, run_dir: Path, summary_path: Path,
-            extra: list[str], own_data: bool) -> None:
+def run_one(
+    name: str,
+    seed: int,
+    preset: dict,
+    data_dir: Path,
+    run_dir: Path,
+    summary_path: Path,
+    extra: list[str],
+    own_data: bool,
+) -> None:
     train_overrides = preset["train"] + extra + [f"seed={seed}"]
     config = build_config(TrainConfig, overrides=train_overrides)
     start = time.perf_counter()
     early = test_after_epochs(config, data_dir, run_dir, preset["early"]) if preset["early"] else []
-    results = train(config, data_dir, run_dir, resume=(run_dir / CONFIG_FILE).exists(), echo=print, progress=False,
-                    nproc=preset["nproc"])
+    results = train(
+        config,
+        data_dir,
+        run_dir,
+        resume=(run_dir / CONFIG_FILE).exists(),
+        echo=print,
+        progress=False,
+        nproc=preset["nproc"],
+    )
     history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    summary = {"experiment": name, "seed": seed, "overrides": train_overrides,
-               "preprocess_overrides": preset["preprocess"],
-               **({"data": dataset_record(data_dir)} if own_data else {}),
-               **({"inputs": {k: str(v.relative_to(ROOT)) for k, v in preset["inputs"].items()}} if preset["inputs"]
-                  else {}), **({"nproc": preset["nproc"]} if preset["nproc"] > 1 else {}), **results,
-               "valid_ndcg10_per_epoch": [r["valid"]["ndcg@10"] for r in history],
-               "epochs": [{"epoch": r["epoch"], "loss": r["loss"], "seconds": r["seconds"]} for r in history],
-               "wall_minutes": round((time.perf_counter() - start) / 60, 2),
-               # of the one process, or of the largest training process
-               "peak_rss_gb": round(max(resource.getrusage(who).ru_maxrss for who in
-                                        (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 2 ** 20, 2),
-               **({"early_test": early} if early else {})}
+    summary = {
+        "experiment": name,
+        "seed": seed,
+        "overrides": train_overrides,
+        "preprocess_overrides": preset["preprocess"],
+        **({"data": dataset_record(data_dir)} if own_data else {}),
+        **({"inputs": {k: str(v.relative_to(ROOT)) for k, v in preset["inputs"].items()}} if preset["inputs"] else {}),
+        **({"nproc": preset["nproc"]} if preset["nproc"] > 1 else {}),
+        **results,
+        "valid_ndcg10_per_epoch": [r["valid"]["ndcg@10"] for r in history],
+        "epochs": [{"epoch": r["epoch"], "loss": r["loss"], "seconds": r["seconds"]} for r in history],
+        "wall_minutes": round((time.perf_counter() - start) / 60, 2),
+        # of the one process, or of the largest training process
+        "peak_rss_gb": round(
+            max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 2**20,
+            2,
+        ),
+        **({"early_test": early} if early else {}),
+    }
     summary_path.parent.mkdir(parents=True, exist_ok=True)
     summary_path.write_text(json.dumps(summary, indent=1) + "\n")
     popularity = summary_path.parent / POPULARITY[results["exclude_seen"]]
     if not popularity.exists():
-        popularity.write_text(json.dumps({"experiment": "popularity", "test": results["popularity_test"]}, indent=1)
-                              + "\n")
+        popularity.write_text(
+            json.dumps({"experiment": "popularity", "test": results["popularity_test"]}, indent=1) + "\n"
+        )
 
 
 def missing_at_test(run_dir: Path, out: Path, rates: list[float]) -> dict:
@@ -140,12 +181,14 @@ def missing_at_test(run_dir: Path, out: Path, rates: list[float]) -> dict:
                 metrics = evaluate(model, dropped, "test", config.eval_batch_size, config.exclude_seen)
                 table[f"{modality}@{rate}"] = {"ndcg@10": metrics["ndcg@10"], "hr@10": metrics["hr@10"]}
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"run_config": dataclasses.asdict(config), "split": "test", "table": table},
-                                  indent=1) + "\n")
+        out.write_text(
+            json.dumps({"run_config": dataclasses.asdict(config), "split": "test", "table": table}, indent=1) + "\n"
+        )
     summary = json.loads(out.read_text())
     for cell, metrics in summary["table"].items():
-        print(f"{out.name}: {cell} missing at test time: NDCG@10 {metrics['ndcg@10']:.4f}, "
-              f"HR@10 {metrics['hr@10']:.4f}")
+        print(
+            f"{out.name}: {cell} missing at test time: NDCG@10 {metrics['ndcg@10']:.4f}, HR@10 {metrics['hr@10']:.4f}"
+        )
     return summary
 
 
@@ -155,8 +198,18 @@ def mean_std(values: list[float]) -> str:
 
 def table(results: Path, names: list[str]) -> str:
     """Mean ± std over seeds; s/epoch is the median over all epochs of all seeds; peak GB the lowest seed's."""
-    head = ["experiment", "seeds", *COLUMNS, "valid ndcg@10", "valid hr@10", "best epoch", "s/epoch", "eval s",
-            "minutes", "peak GB"]
+    head = [
+        "experiment",
+        "seeds",
+        *COLUMNS,
+        "valid ndcg@10",
+        "valid hr@10",
+        "best epoch",
+        "s/epoch",
+        "eval s",
+        "minutes",
+        "peak GB",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     early = []
     for name in names:
@@ -164,22 +217,40 @@ def table(results: Path, names: list[str]) -> str:
         if not runs:
             continue
         epochs = [e["seconds"] for r in runs for e in r["epochs"]]
-        lines.append("| " + " | ".join([
-            name, str(len(runs)), *(mean_std([r["test"][c] for r in runs]) for c in COLUMNS),
-            *(f"{np.mean([r['valid'][c] for r in runs]):.4f}" for c in ("ndcg@10", "hr@10")),
-            f"{np.mean([r['best_epoch'] for r in runs]):.1f}", f"{np.median(epochs):.1f}",
-            f"{np.mean([r['eval_seconds'] for r in runs]):.1f}",
-            " to ".join(dict.fromkeys(f"{f(r['wall_minutes'] for r in runs):.1f}" for f in (min, max))),
-            f"{min(r['peak_rss_gb'] for r in runs):.2f}"]) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    name,
+                    str(len(runs)),
+                    *(mean_std([r["test"][c] for r in runs]) for c in COLUMNS),
+                    *(f"{np.mean([r['valid'][c] for r in runs]):.4f}" for c in ("ndcg@10", "hr@10")),
+                    f"{np.mean([r['best_epoch'] for r in runs]):.1f}",
+                    f"{np.median(epochs):.1f}",
+                    f"{np.mean([r['eval_seconds'] for r in runs]):.1f}",
+                    " to ".join(dict.fromkeys(f"{f(r['wall_minutes'] for r in runs):.1f}" for f in (min, max))),
+                    f"{min(r['peak_rss_gb'] for r in runs):.2f}",
+                ]
+            )
+            + " |"
+        )
         for r in (r for r in runs if "early_test" in r):
             rows = r["early_test"] + [{"after_epochs": f"best ({r['best_epoch']})", "test": r["test"]}]
-            early += [f"| {name} s{r['seed']} | {e['after_epochs']} | "
-                      + " | ".join(f"{e['test'][c]:.4f}" for c in EARLY_COLUMNS) + " |" for e in rows]
+            early += [
+                f"| {name} s{r['seed']} | {e['after_epochs']} | "
+                + " | ".join(f"{e['test'][c]:.4f}" for c in EARLY_COLUMNS)
+                + " |"
+                for e in rows
+            ]
     for excluded in (True, False):
         if (results / POPULARITY[excluded]).exists():
             test = json.loads((results / POPULARITY[excluded]).read_text())["test"]
-            lines.append(f"| popularity (seen items {'excluded' if excluded else 'kept'}) | - | "
-                         + " | ".join(f"{test[c]:.4f}" for c in COLUMNS) + " |" + " |" * 7)
+            lines.append(
+                f"| popularity (seen items {'excluded' if excluded else 'kept'}) | - | "
+                + " | ".join(f"{test[c]:.4f}" for c in COLUMNS)
+                + " |"
+                + " |" * 7
+            )
     if early:
         lines += ["", "| run | after epochs | " + " | ".join(EARLY_COLUMNS) + " |", "|---|---|---|---|---|---|", *early]
     return "\n".join(lines)
@@ -189,12 +260,21 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("experiments", nargs="*", help="preset names (default: tabulate all)")
     parser.add_argument("--seeds", default="1,2,3")
-    parser.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
-                        help="training setting added to every preset (recorded in the summaries)")
+    parser.add_argument(
+        "--set",
+        dest="extra",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="training setting added to every preset (recorded in the summaries)",
+    )
     parser.add_argument("--missing-at-test", metavar="RATES", help="e.g. 0,0.2,0.5,1.0")
     parser.add_argument("--toys", type=Path, default=toys_dir())
-    parser.add_argument("--data", type=Path, help="a preprocessed dataset to use instead of Toys (the presets' "
-                        "preprocessing is then not applied)")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        help="a preprocessed dataset to use instead of Toys (the presets' preprocessing is then not applied)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench", help="where runs and data go")
     parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args(argv)
@@ -217,8 +297,10 @@ def main(argv: list[str] | None = None) -> None:
     for name, seed in todo:
         if len(todo) > 1:  # one process per run: ru_maxrss is the peak of the whole process
             forward = [f"--{k}={getattr(args, k)}" for k in ("toys", "out", "results", "data") if getattr(args, k)]
-            subprocess.run([sys.executable, __file__, name, f"--seeds={seed}", *forward,
-                            *(f"--set={e}" for e in args.extra)], check=True)
+            subprocess.run(
+                [sys.executable, __file__, name, f"--seeds={seed}", *forward, *(f"--set={e}" for e in args.extra)],
+                check=True,
+            )
             continue
         preset = presets[name]
         inputs = preset["inputs"]

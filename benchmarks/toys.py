@@ -1,4 +1,5 @@
 """Where the benchmarks find Amazon Toys, and its preprocessing inputs."""
+
 from __future__ import annotations
 
 import os
@@ -32,6 +33,7 @@ def prepare_toys(toys: Path, data_dir: Path, overrides: list[str], replaced: dic
     (does nothing when it is up to date)."""
     from mmsr_dgl.config import build_config
     from mmsr_dgl.data.preprocess import PreprocessConfig, preprocess
+
     config = build_config(PreprocessConfig, overrides=overrides)
     preprocess(config, toys_inputs(toys, replaced), data_dir, log=lambda m: None)
     return data_dir

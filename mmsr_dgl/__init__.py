@@ -1,4 +1,5 @@
 """mmsr-dgl: MMSR (Hu et al., CIKM 2023) on DGL heterographs."""
+
 import os
 
 from ._allocator import keep_freed_memory

@@ -9,6 +9,7 @@ the time goes"). Raising both thresholds keeps those blocks in the heap, where t
 `MMSR_KEEP_FREED_MEMORY=0` leaves glibc's defaults; glibc's own `MALLOC_MMAP_THRESHOLD_` and
 `MALLOC_TRIM_THRESHOLD_` environment variables, when set, win as well.
 """
+
 from __future__ import annotations
 
 import ctypes

@@ -1,4 +1,5 @@
 """Flat typed configurations: defaults in code, then a YAML file, then `key=value` overrides."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -29,8 +30,9 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
     def compose_node(self, parent, index):
         if self.check_event(yaml.AliasEvent):  # an alias can expand a few bytes into gigabytes
-            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not accepted in a settings file",
-                                              self.peek_event().start_mark)
+            raise yaml.composer.ComposerError(
+                None, None, "aliases (*name) are not accepted in a settings file", self.peek_event().start_mark
+            )
         return super().compose_node(parent, index)
 
 
@@ -103,8 +105,12 @@ def field_types(cls: type) -> dict[str, Any]:
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
-def build_config(cls: type[C], file: str | Path | None = None, overrides: typing.Iterable[str] = (),
-                 base: dict[str, Any] | None = None) -> C:
+def build_config(
+    cls: type[C],
+    file: str | Path | None = None,
+    overrides: typing.Iterable[str] = (),
+    base: dict[str, Any] | None = None,
+) -> C:
     """Defaults of `cls` (or the checked settings `base`), updated by the YAML `file`, then by `key=value`
     strings."""
     kinds = field_types(cls)
@@ -114,8 +120,9 @@ def build_config(cls: type[C], file: str | Path | None = None, overrides: typing
         if not path.is_file():
             raise UserError(f"{path}: config file not found")
         if path.stat().st_size > MAX_CONFIG_BYTES:
-            raise UserError(f"{path}: {path.stat().st_size:,} bytes; a settings file is at most "
-                            f"{MAX_CONFIG_BYTES:,} bytes")
+            raise UserError(
+                f"{path}: {path.stat().st_size:,} bytes; a settings file is at most {MAX_CONFIG_BYTES:,} bytes"
+            )
         try:
             loaded = yaml.load(path.read_text(encoding="utf-8-sig"), Loader=_UniqueKeyLoader) or {}
         except UnicodeDecodeError as err:

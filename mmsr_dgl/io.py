@@ -2,6 +2,7 @@
 new, empty or provably written by the same command), files are written then renamed, so that a failed, killed or
 concurrent command never destroys earlier output or anything of the user's.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -21,9 +22,13 @@ from .errors import UserError
 
 # The folders mmsr-dgl writes, each known by a marker file: kind -> (file, its "kind" value; None: a run's
 # config.yaml, known by its keys)
-FOLDER_KINDS = {"dataset": ("manifest.json", "mmsr-dgl dataset"), "encode": ("encode.json", "mmsr-dgl encode"),
-                "encode (interrupted)": (".partial/settings.json", "mmsr-dgl encode"),
-                "inspect": ("inspect.json", "mmsr-dgl inspect"), "run": ("config.yaml", None)}
+FOLDER_KINDS = {
+    "dataset": ("manifest.json", "mmsr-dgl dataset"),
+    "encode": ("encode.json", "mmsr-dgl encode"),
+    "encode (interrupted)": (".partial/settings.json", "mmsr-dgl encode"),
+    "inspect": ("inspect.json", "mmsr-dgl inspect"),
+    "run": ("config.yaml", None),
+}
 WRITER = {"dataset": "preprocess", "encode": "encode", "inspect": "inspect", "run": "train"}
 RUN_KEYS = {"data", "data_fingerprint", "config"}
 RUN_OWN_FILES = {"config.yaml", "best.pt", "last.pt", "metrics.jsonl", "results.json", "train.log"}
@@ -97,8 +102,10 @@ def check_output_file(path: Path, option: str, inputs: tuple[Path, ...] = ()) ->
             raise UserError(f"{path}: is an input of this command ({option}); choose another path")
     owner = _owner(path, None)
     if owner and (owner[1] != "run" or path.name in RUN_OWN_FILES or path.parent != owner[0]):
-        raise UserError(f"{path}: inside the {owner[1]} folder {owner[0]}, which this command did not write "
-                        f"({option}); choose a path outside it")
+        raise UserError(
+            f"{path}: inside the {owner[1]} folder {owner[0]}, which this command did not write "
+            f"({option}); choose a path outside it"
+        )
 
 
 @contextlib.contextmanager
@@ -127,15 +134,18 @@ def claim_dir(out: Path, kind: str, option: str = "--out", inside: Path | None =
         except OSError as err:
             if err.errno not in (errno.EWOULDBLOCK, errno.EACCES):
                 raise
-            raise UserError(f"{out}: another mmsr-dgl command is writing there now; wait until it ends or choose "
-                            f"another {option}") from None
+            raise UserError(
+                f"{out}: another mmsr-dgl command is writing there now; wait until it ends or choose another {option}"
+            ) from None
         found = folder_kind(out)
         if found not in (None, kind):
             raise UserError(f"{out}: is a {found} folder, not a {kind} folder; choose another {option}")
         if found is None and any(out.iterdir()):
             names = sorted(p.name for p in out.iterdir())
-            raise UserError(f"{out}: holds files that {WRITER[kind]} did not write ({', '.join(names[:5])}"
-                            f"{', ...' if len(names) > 5 else ''}); choose another {option}")
+            raise UserError(
+                f"{out}: holds files that {WRITER[kind]} did not write ({', '.join(names[:5])}"
+                f"{', ...' if len(names) > 5 else ''}); choose another {option}"
+            )
         try:
             yield found == kind
         finally:
@@ -157,8 +167,10 @@ def check_replaceable(out: Path, ours: set[str], writer: str = "preprocess") -> 
         return
     foreign = sorted(p.name for p in out.iterdir() if p.name not in ours or not p.is_file())
     if foreign:
-        raise UserError(f"{out}: also holds files that {writer} did not write ({', '.join(foreign)}); move them or "
-                        f"choose another --out")
+        raise UserError(
+            f"{out}: also holds files that {writer} did not write ({', '.join(foreign)}); move them or "
+            f"choose another --out"
+        )
 
 
 def _alive(pid: int) -> bool:
@@ -177,7 +189,7 @@ def _leftovers(out: Path, kind: str) -> list[Path]:
     """Our temporary directories beside `out` (`.NAME.tmp-PID-*`, `.NAME.old-PID-*`) whose process is gone."""
     found = []
     for path in out.parent.glob(f".{out.name}.{kind}-*-*"):
-        pid = path.name[len(f".{out.name}.{kind}-"):].split("-", 1)[0]
+        pid = path.name[len(f".{out.name}.{kind}-") :].split("-", 1)[0]
         if pid.isdigit() and path.is_dir() and not _alive(int(pid)):
             found.append(path)
     return found

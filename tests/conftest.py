@@ -1,4 +1,5 @@
 """Shared fixtures: the Amazon Toys data (skipped where absent), a small synthetic dataset, and a CLI runner."""
+
 from __future__ import annotations
 
 import os
@@ -45,8 +46,9 @@ def toys_dir() -> Path:
     path = toys_path()
     missing = [name for name in TOYS_FILES if not (path / name).is_file()]
     if missing:
-        pytest.skip(f"Amazon Toys data not found at {path}: missing {', '.join(missing)} "
-                    "(set MMSR_TOYS_DIR to its directory)")
+        pytest.skip(
+            f"Amazon Toys data not found at {path}: missing {', '.join(missing)} (set MMSR_TOYS_DIR to its directory)"
+        )
     return path
 
 
@@ -54,7 +56,6 @@ def toys_dir() -> Path:
 def synthetic_data_dir(tmp_path_factory) -> Path:
     """A small preprocessed synthetic dataset (about 300 users, 230 items, image and text codes), built once."""
     out = tmp_path_factory.mktemp("synthetic") / "data"
-    result = run_cli("preprocess", "--synthetic", "--out", out, "--set", "synthetic_users=300",
-                     "--set", "n_codes=16")
+    result = run_cli("preprocess", "--synthetic", "--out", out, "--set", "synthetic_users=300", "--set", "n_codes=16")
     assert result.exit_code == 0, result.output
     return out

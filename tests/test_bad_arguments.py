@@ -1,6 +1,7 @@
 """Every command, given bad arguments in a folder of a user's work: exit status 2 with a one-line message (or,
 where the arguments happen to be valid, success), never a traceback, and nothing outside the command's own
 output changed."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -21,13 +22,67 @@ from mmsr_dgl.data.preprocess import PreprocessConfig  # noqa: E402
 from mmsr_dgl.training import TrainConfig  # noqa: E402
 
 HARNESS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-TINY = ["--set", "synthetic_users=150", "--set", "synthetic_items=60", "--set", "synthetic_groups=4",
-        "--set", "n_codes=8", "--set", "pca_dim=8"]
-BAD = st.sampled_from(["-1", "0", "1e12", "-1e12", "nan", "inf", "", "[]", "{}", "[1, 2", "true", "null", "abc",
-                       "'", "\x01", "7" * 5000, "[image, image]", "[video]", "-0.5", "1.5", "{a: 1}", "*a",
-                       "../..", "/dev/null", "0x10"])
-PATHS = st.sampled_from(["", ".", "..", "/", "/dev/null", "missing/file", "data", "data/data.npz", "run",
-                         "run/best.pt", "run/config.yaml", "seq.txt", "link", "fifo", "a\tb", "x" * 300])
+TINY = [
+    "--set",
+    "synthetic_users=150",
+    "--set",
+    "synthetic_items=60",
+    "--set",
+    "synthetic_groups=4",
+    "--set",
+    "n_codes=8",
+    "--set",
+    "pca_dim=8",
+]
+BAD = st.sampled_from(
+    [
+        "-1",
+        "0",
+        "1e12",
+        "-1e12",
+        "nan",
+        "inf",
+        "",
+        "[]",
+        "{}",
+        "[1, 2",
+        "true",
+        "null",
+        "abc",
+        "'",
+        "\x01",
+        "7" * 5000,
+        "[image, image]",
+        "[video]",
+        "-0.5",
+        "1.5",
+        "{a: 1}",
+        "*a",
+        "../..",
+        "/dev/null",
+        "0x10",
+    ]
+)
+PATHS = st.sampled_from(
+    [
+        "",
+        ".",
+        "..",
+        "/",
+        "/dev/null",
+        "missing/file",
+        "data",
+        "data/data.npz",
+        "run",
+        "run/best.pt",
+        "run/config.yaml",
+        "seq.txt",
+        "link",
+        "fifo",
+        "a\tb",
+        "x" * 300,
+    ]
+)
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +91,12 @@ def scratch(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("scratch")
     runner = CliRunner()
     assert runner.invoke(main, ["preprocess", "--synthetic", "--out", str(root / "data"), *TINY]).exit_code == 0
-    assert runner.invoke(main, ["train", "--data", str(root / "data"), "--out", str(root / "run"), "--epochs", "1",
-                                "--set", "dim=8"]).exit_code == 0
+    assert (
+        runner.invoke(
+            main, ["train", "--data", str(root / "data"), "--out", str(root / "run"), "--epochs", "1", "--set", "dim=8"]
+        ).exit_code
+        == 0
+    )
     (root / "seq.txt").write_text("".join(f"{u} 1 2 3 4 5\n" for u in range(1, 20)))
     (root / "link").symlink_to(root / "seq.txt")
     os.mkfifo(root / "fifo")
@@ -79,13 +138,17 @@ def test_preprocess_with_a_bad_setting(scratch, key, value):
 
 
 @HARNESS
-@given(option=st.sampled_from(["--sequences", "--interactions", "--items", "--features", "--out", "--config"]),
-       path=PATHS)
+@given(
+    option=st.sampled_from(["--sequences", "--interactions", "--items", "--features", "--out", "--config"]), path=PATHS
+)
 def test_preprocess_with_a_bad_path(scratch, option, path):
-    args = {"--sequences": ["--sequences", path], "--interactions": ["--interactions", path],
-            "--items": ["--sequences", "seq.txt", "--items", path],
-            "--features": ["--sequences", "seq.txt", "--features", f"image={path}"],
-            "--config": ["--sequences", "seq.txt", "--config", path]}.get(option, ["--sequences", "seq.txt"])
+    args = {
+        "--sequences": ["--sequences", path],
+        "--interactions": ["--interactions", path],
+        "--items": ["--sequences", "seq.txt", "--items", path],
+        "--features": ["--sequences", "seq.txt", "--features", f"image={path}"],
+        "--config": ["--sequences", "seq.txt", "--config", path],
+    }.get(option, ["--sequences", "seq.txt"])
     out = path if option == "--out" and path != "data" else "new-data"  # `data` is a dataset it may replace
     invoke(scratch, ["preprocess", *args, "--out", out, "--set", "k_core=0"], out)
 
@@ -93,30 +156,39 @@ def test_preprocess_with_a_bad_path(scratch, option, path):
 @HARNESS
 @given(key=st.sampled_from([f.name for f in dataclasses.fields(TrainConfig)]), value=BAD)
 def test_train_with_a_bad_setting(scratch, key, value):
-    invoke(scratch, ["train", "--data", "data", "--out", "new-run", "--set", "dim=8", "--set", f"{key}={value}",
-                     "--epochs", "1"], "new-run")
+    invoke(
+        scratch,
+        ["train", "--data", "data", "--out", "new-run", "--set", "dim=8", "--set", f"{key}={value}", "--epochs", "1"],
+        "new-run",
+    )
 
 
 @HARNESS
 @given(option=st.sampled_from(["--data", "--out", "--config", "--resume", "--overwrite"]), path=PATHS)
 def test_train_with_a_bad_path(scratch, option, path):
-    args = {"--data": ["--data", path, "--out", "new-run"], "--out": ["--data", "data", "--out", path],
-            "--config": ["--data", "data", "--out", "new-run", "--config", path],
-            "--resume": ["--out", path, "--resume"],
-            "--overwrite": ["--data", "data", "--out", path, "--overwrite", "--set", "dim=4000000"]}[option]
+    args = {
+        "--data": ["--data", path, "--out", "new-run"],
+        "--out": ["--data", "data", "--out", path],
+        "--config": ["--data", "data", "--out", "new-run", "--config", path],
+        "--resume": ["--out", path, "--resume"],
+        "--overwrite": ["--data", "data", "--out", path, "--overwrite", "--set", "dim=4000000"],
+    }[option]
     out = path if option in ("--out", "--resume", "--overwrite") else "new-run"
-    invoke(scratch, ["train", *args, "--epochs", "1", *(["--set", "dim=8"] if option != "--overwrite" else [])],
-           out)
+    invoke(scratch, ["train", *args, "--epochs", "1", *(["--set", "dim=8"] if option != "--overwrite" else [])], out)
 
 
 @HARNESS
-@given(command=st.sampled_from(["evaluate", "recommend", "inspect"]),
-       option=st.sampled_from(["--run", "--out", "--users", "--drop", "--k", "--split", "--user", "--data"]),
-       value=BAD | PATHS)
+@given(
+    command=st.sampled_from(["evaluate", "recommend", "inspect"]),
+    option=st.sampled_from(["--run", "--out", "--users", "--drop", "--k", "--split", "--user", "--data"]),
+    value=BAD | PATHS,
+)
 def test_run_commands_with_a_bad_argument(scratch, command, option, value):
-    allowed = {"evaluate": {"--run", "--drop", "--split", "--data"},
-               "recommend": {"--run", "--out", "--users", "--k", "--data"},
-               "inspect": {"--run", "--out", "--user", "--split", "--data"}}[command]
+    allowed = {
+        "evaluate": {"--run", "--drop", "--split", "--data"},
+        "recommend": {"--run", "--out", "--users", "--k", "--data"},
+        "inspect": {"--run", "--out", "--user", "--split", "--data"},
+    }[command]
     if option not in allowed:
         option = "--run"
     args = [command, "--run", value if option == "--run" else "run"]

@@ -1,6 +1,7 @@
 """The benchmark harness (benchmarks/run.py): every preset is valid settings (a typo would otherwise fail only
 hours into a run), the `default` preset is what the code does without settings, every committed result
 can be traced to the preset that reproduces it, and the table formats mean ± std over seeds."""
+
 import importlib
 import json
 import re
@@ -46,19 +47,22 @@ def test_preset_loads(path):
     assert all(getattr(config, k) == v for k, v in raw["train"].items())
 
 
-@pytest.mark.parametrize("text, fragment", [
-    ("trian:\n  fusion: sync\n", "expected a mapping with keys"),  # unknown top-level key
-    ("- fusion: sync\n", "expected a mapping with keys"),  # not a mapping
-    ("train: [fusion]\n", "must be mappings of settings"),
-    ("split: kfold\ntrain: {}\n", "`split` must be loo or ratio"),
-    ("split: ratio\ntest_after_epochs: [0]\ntrain: {}\n", "`test_after_epochs` a list of epochs"),
-    ("train:\n  fusoin: sync\n", "unknown setting"),  # a misspelt training setting
-    ("train:\n  fusion: parallel\n", "is not one of"),  # a value the setting does not take
-    ("preprocess:\n  n_code: 256\n", "unknown setting"),  # a misspelt preprocessing setting
-    ("preprocess:\n  codes_per_item: 0\n", "codes_per_item"),
-    ("inputs: [text.npy]\ntrain: {}\n", "`inputs` must map"),
-    ("nproc: 0\ntrain: {}\n", "`nproc` must be a positive number"),
-])
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("trian:\n  fusion: sync\n", "expected a mapping with keys"),  # unknown top-level key
+        ("- fusion: sync\n", "expected a mapping with keys"),  # not a mapping
+        ("train: [fusion]\n", "must be mappings of settings"),
+        ("split: kfold\ntrain: {}\n", "`split` must be loo or ratio"),
+        ("split: ratio\ntest_after_epochs: [0]\ntrain: {}\n", "`test_after_epochs` a list of epochs"),
+        ("train:\n  fusoin: sync\n", "unknown setting"),  # a misspelt training setting
+        ("train:\n  fusion: parallel\n", "is not one of"),  # a value the setting does not take
+        ("preprocess:\n  n_code: 256\n", "unknown setting"),  # a misspelt preprocessing setting
+        ("preprocess:\n  codes_per_item: 0\n", "codes_per_item"),
+        ("inputs: [text.npy]\ntrain: {}\n", "`inputs` must map"),
+        ("nproc: 0\ntrain: {}\n", "`nproc` must be a positive number"),
+    ],
+)
 def test_invalid_preset_is_refused_naming_its_file(tmp_path, text, fragment):
     path = tmp_path / "broken.yaml"
     path.write_text(text)
@@ -85,8 +89,7 @@ def test_ablations_change_one_setting_of_their_base():
         base = yaml.safe_load((run.PRESETS / f"{found[1]}.yaml").read_text())
         raw = yaml.safe_load(path.read_text())
         assert raw["preprocess"] == base["preprocess"], path.name
-        changed = {k for k in raw["train"].keys() | base["train"].keys()
-                   if raw["train"].get(k) != base["train"].get(k)}
+        changed = {k for k in raw["train"].keys() | base["train"].keys() if raw["train"].get(k) != base["train"].get(k)}
         assert len(changed) == 1, (path.name, changed)
     assert ablations >= 8
 
@@ -129,9 +132,17 @@ def test_missing_at_test_results_name_a_trained_run(path):
 
 def fake_summary(name, seed, ndcg10, minutes, peak):
     test = {c: 0.1 for c in run.COLUMNS} | {"ndcg@10": ndcg10}
-    return {"experiment": name, "seed": seed, "test": test, "valid": {"ndcg@10": 0.06, "hr@10": 0.12},
-            "best_epoch": 10 + seed, "epochs": [{"epoch": 1, "loss": 7.0, "seconds": 50.0 + seed}],
-            "eval_seconds": 4.0, "wall_minutes": minutes, "peak_rss_gb": peak}
+    return {
+        "experiment": name,
+        "seed": seed,
+        "test": test,
+        "valid": {"ndcg@10": 0.06, "hr@10": 0.12},
+        "best_epoch": 10 + seed,
+        "epochs": [{"epoch": 1, "loss": 7.0, "seconds": 50.0 + seed}],
+        "eval_seconds": 4.0,
+        "wall_minutes": minutes,
+        "peak_rss_gb": peak,
+    }
 
 
 def test_table_gives_mean_and_std_over_seeds(tmp_path):
@@ -148,8 +159,12 @@ def test_table_gives_mean_and_std_over_seeds(tmp_path):
     assert row["experiment"] == "fake" and row["seeds"] == "2"
     assert row["ndcg@10"] == f"0.0550 ± {std:.4f}" == "0.0550 ± 0.0071"
     assert row["hr@10"] == "0.1000 ± 0.0000"
-    assert (row["best epoch"], row["s/epoch"], row["minutes"], row["peak GB"]) == ("11.5", "51.5", "20.0 to 30.0",
-                                                                                 "1.10")
+    assert (row["best epoch"], row["s/epoch"], row["minutes"], row["peak GB"]) == (
+        "11.5",
+        "51.5",
+        "20.0 to 30.0",
+        "1.10",
+    )
 
 
 def test_table_one_seed_has_no_std_and_adds_popularity(tmp_path):

@@ -1,5 +1,6 @@
 """Training in two processes (DistributedDataParallel over gloo, one thread each): same quality as one process,
 the same weights on every rank, a killed process stops the run, and the run resumes."""
+
 import json
 import os
 import signal
@@ -68,9 +69,11 @@ def _one_step(data_dir: Path, n_negatives: int) -> dict:
     everyone = [None] * group.world
     torch.distributed.all_gather_object(everyone, (after, batch.targets))
     group.leave()
-    return {"moved": (after - before).abs().max().item(),
-            "rank_difference": (everyone[0][0] - everyone[1][0]).abs().max().item(),
-            "same_samples": torch.equal(everyone[0][1], everyone[1][1])}
+    return {
+        "moved": (after - before).abs().max().item(),
+        "rank_difference": (everyone[0][0] - everyone[1][0]).abs().max().item(),
+        "same_samples": torch.equal(everyone[0][1], everyone[1][1]),
+    }
 
 
 @pytest.mark.parametrize("n_negatives", [0, 16])  # 16: sparse gradients of the id embeddings, a lazy Adam
@@ -108,8 +111,22 @@ def _workers(launcher: int) -> list[int]:
 def test_a_killed_process_stops_the_run_which_resumes(data, tmp_path, victim):
     straight = quiet_train(config(), data, tmp_path / "straight", nproc=2)
     run_dir = tmp_path / "killed"
-    args = [sys.executable, "-m", "cli.main", "train", "--data", str(data), "--out", str(run_dir), "--nproc", "2",
-            "--no-progress", *(f"--set={k}={v}" for k, v in SETTINGS.items()), "--set=patience=3", "--epochs=3"]
+    args = [
+        sys.executable,
+        "-m",
+        "cli.main",
+        "train",
+        "--data",
+        str(data),
+        "--out",
+        str(run_dir),
+        "--nproc",
+        "2",
+        "--no-progress",
+        *(f"--set={k}={v}" for k, v in SETTINGS.items()),
+        "--set=patience=3",
+        "--epochs=3",
+    ]
     proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     metrics = run_dir / "metrics.jsonl"
     deadline = time.time() + 120
@@ -131,9 +148,24 @@ def test_a_killed_process_stops_the_run_which_resumes(data, tmp_path, victim):
 
 def test_torchrun_starts_the_same_training(data, tmp_path):
     run_dir = tmp_path / "torchrun"
-    args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-            "-m", "cli.main", "train", "--data", str(data), "--out", str(run_dir), "--no-progress",
-            *(f"--set={k}={v}" for k, v in SETTINGS.items()), "--epochs=1"]
+    args = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "cli.main",
+        "train",
+        "--data",
+        str(data),
+        "--out",
+        str(run_dir),
+        "--no-progress",
+        *(f"--set={k}={v}" for k, v in SETTINGS.items()),
+        "--epochs=1",
+    ]
     done = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     results = json.loads((run_dir / "results.json").read_text())

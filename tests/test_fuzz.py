@@ -1,4 +1,5 @@
 """Any bytes as an input file load or raise the project's named error: no other exception, no partial output."""
+
 from __future__ import annotations
 
 import io
@@ -19,12 +20,16 @@ from mmsr_dgl.errors import UserError  # noqa: E402
 FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 # text close to the formats, so that examples get past the first checks, and raw bytes
 TEXTISH = st.text(alphabet="0123456789 \t\n,:.-eE+xabu\ufeff\u00e9", max_size=300).map(str.encode)
-INTER = st.builds(lambda head, body: head + body,
-                  st.sampled_from([b"", b"user_id:token\titem_id:token\ttimestamp:float\n", b"u,i,r,t\n"]),
-                  TEXTISH | st.binary(max_size=300))
-ITEMS = st.builds(lambda head, body: head + body,
-                  st.sampled_from([b"", b"item_id\n", b"item_id\tasin\thas_image\n"]),
-                  TEXTISH | st.binary(max_size=300))
+INTER = st.builds(
+    lambda head, body: head + body,
+    st.sampled_from([b"", b"user_id:token\titem_id:token\ttimestamp:float\n", b"u,i,r,t\n"]),
+    TEXTISH | st.binary(max_size=300),
+)
+ITEMS = st.builds(
+    lambda head, body: head + body,
+    st.sampled_from([b"", b"item_id\n", b"item_id\tasin\thas_image\n"]),
+    TEXTISH | st.binary(max_size=300),
+)
 
 
 def npy_bytes(data: bytes, header_shape: tuple[int, ...] | None) -> bytes:
@@ -64,8 +69,10 @@ def test_items_file(tmp_path, content):
 
 
 @FUZZ
-@given(data=st.binary(max_size=200),
-       shape=st.none() | st.tuples(st.integers(0, 10 ** 12), st.integers(0, 10 ** 6)) | st.tuples(st.integers(0, 50)))
+@given(
+    data=st.binary(max_size=200),
+    shape=st.none() | st.tuples(st.integers(0, 10**12), st.integers(0, 10**6)) | st.tuples(st.integers(0, 50)),
+)
 def test_feature_file(tmp_path, data, shape):
     (tmp_path / "f.npy").write_bytes(npy_bytes(data, shape))
     loads_or_names_the_error(read_features, tmp_path / "f.npy", "image", None)

@@ -1,4 +1,5 @@
 """The MSGraph heterograph: hand-checked construction, relation-group views, and the fast batch collation."""
+
 from __future__ import annotations
 
 import os
@@ -121,9 +122,13 @@ def test_schema_relation_groups():
     selfs = {(t, "self", t) for t in schema.ntypes}
     assert set(schema.homogeneous) == {(t, r, t) for t in schema.ntypes for r in ("next", "prev", "self")}
     assert set(schema.heterogeneous) == selfs | {
-        ("item", "has_code", "image"), ("image", "code_of", "item"),
-        ("item", "has_code", "text"), ("text", "code_of", "item"),
-        ("image", "same_item", "text"), ("text", "same_item", "image")}
+        ("item", "has_code", "image"),
+        ("image", "code_of", "item"),
+        ("item", "has_code", "text"),
+        ("text", "code_of", "item"),
+        ("image", "same_item", "text"),
+        ("text", "same_item", "image"),
+    }
     assert set(schema.homogeneous) & set(schema.heterogeneous) == selfs  # self-loops are in both groups
     assert len(schema.etypes) == len(set(schema.etypes)) == 15
     assert set(schema.etypes) == set(schema.homogeneous) | set(schema.heterogeneous)
@@ -143,8 +148,9 @@ def test_three_modalities_need_only_configuration():
     schema = MSGraphSchema(("image", "text", "audio"))
     assert schema.ntypes == ["item", "image", "text", "audio"]
     same = {e for e in schema.heterogeneous if e[1] == "same_item"}
-    assert same == {(a, "same_item", b) for a in ("image", "text", "audio") for b in ("image", "text", "audio")
-                    if a != b}
+    assert same == {
+        (a, "same_item", b) for a in ("image", "text", "audio") for b in ("image", "text", "audio") if a != b
+    }
     assert len(schema.heterogeneous) == 4 + 2 * 3 + 6
     audio = np.full((8, 1), -1)
     audio[3], audio[5] = 9, 9  # items 3 and 5 share audio code 9; item 7 has none
@@ -246,8 +252,9 @@ def test_empty_code_tables_give_an_item_only_graph():
     assert set(g.canonical_etypes) == set(MSGraphSchema(()).etypes)
     assert edge_list(g, ("item", "next", "item")) == [(0, 1), (0, 2), (1, 0)]
     histories = [HISTORY, [7], [5, 3]]
-    assert_same_graph(collate_msgraphs(histories, {}, MAX_LEN),
-                      dgl.batch([build_msgraph(h, {}, MAX_LEN) for h in histories]))
+    assert_same_graph(
+        collate_msgraphs(histories, {}, MAX_LEN), dgl.batch([build_msgraph(h, {}, MAX_LEN) for h in histories])
+    )
 
 
 def test_batch_where_no_item_has_image_codes():
@@ -283,8 +290,9 @@ def test_group_views_share_nodes_and_keep_the_groups_relations():
     histories = [np.array([3, 5, 3, 7]), np.array([7]), np.array([5, 3, 7, 7, 5, 3, 5])]
     graph = collate_msgraphs(histories, CODES, MAX_LEN)
     schema = MSGraphSchema(("image", "text"))
-    assert group_relations(schema, "joint") == schema.homogeneous + [r for r in schema.heterogeneous
-                                                                     if r not in schema.homogeneous]
+    assert group_relations(schema, "joint") == schema.homogeneous + [
+        r for r in schema.heterogeneous if r not in schema.homogeneous
+    ]
     assert group_relations(schema, "heterogeneous", "item") == [r for r in schema.heterogeneous if r[2] == "item"]
     keys = {(g, into) for g in GROUPS for into in (None, "item")}
     views = group_views(graph, schema, keys)

@@ -1,5 +1,6 @@
 """What a writing command may touch: its own output folder (claimed and locked) or output file, never a run,
 dataset or input it did not make, never a folder another command is writing."""
+
 import json
 import os
 import shutil
@@ -36,19 +37,36 @@ def workspace(tmp_path_factory) -> Path:
     with np.load(root / "synthetic" / "data.npz") as arrays:
         offsets, items = arrays["seq_offsets"], arrays["seq_items"]
         for u in range(len(offsets) - 1):
-            lines.append(" ".join(map(str, [u + 1, *items[offsets[u]:offsets[u + 1]]])))
+            lines.append(" ".join(map(str, [u + 1, *items[offsets[u] : offsets[u + 1]]])))
     (root / "sequences.txt").write_text("\n".join(lines) + "\n")
-    preprocess(PreprocessConfig(n_codes=8, pca_dim=8), Inputs(sequences=root / "sequences.txt"), root / "data",
-               log=lambda m: None)
-    train(TrainConfig(dim=16, epochs=1, batch_size=256), root / "data", root / "run", echo=lambda m: None,
-          progress=False)
+    preprocess(
+        PreprocessConfig(n_codes=8, pca_dim=8),
+        Inputs(sequences=root / "sequences.txt"),
+        root / "data",
+        log=lambda m: None,
+    )
+    train(
+        TrainConfig(dim=16, epochs=1, batch_size=256), root / "data", root / "run", echo=lambda m: None, progress=False
+    )
     (root / "run" / "inspect").mkdir()
     (root / "run" / "inspect" / "inspect.json").write_text('{"kind": "mmsr-dgl inspect", "pictures": []}')
     return root
 
 
-@pytest.mark.parametrize("target", ["run/best.pt", "run/config.yaml", "data/data.npz", "data/manifest.json",
-                                    "sequences.txt", "run/inspect/top.tsv", "fifo", "link.tsv", "run"])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "run/best.pt",
+        "run/config.yaml",
+        "data/data.npz",
+        "data/manifest.json",
+        "sequences.txt",
+        "run/inspect/top.tsv",
+        "fifo",
+        "link.tsv",
+        "run",
+    ],
+)
 def test_recommend_never_writes_over_a_run_a_dataset_an_input_or_a_special_file(workspace, target):
     if target == "fifo" and not (workspace / "fifo").exists():
         os.mkfifo(workspace / "fifo")
@@ -91,8 +109,10 @@ def test_overwrite_refuses_a_folder_that_is_not_a_run_and_an_empty_out(workspace
 def test_a_second_writer_of_a_folder_is_refused_while_the_first_runs(workspace, tmp_path):
     run, data = tmp_path / "run", tmp_path / "data"
     with claim_dir(run, "run"):  # as a `train` in progress holds it
-        refused(cli("train", "--data", workspace / "data", "--out", run, "--set", "epochs=1"),
-                "another mmsr-dgl command is writing there")
+        refused(
+            cli("train", "--data", workspace / "data", "--out", run, "--set", "epochs=1"),
+            "another mmsr-dgl command is writing there",
+        )
         assert not any(run.iterdir())
     with claim_dir(data, "dataset"):
         refused(cli("preprocess", "--synthetic", "--out", data), "another mmsr-dgl command is writing there")
@@ -106,13 +126,15 @@ def test_overwrite_removes_the_old_runs_inspect_output_and_keeps_the_users_files
     shutil.copytree(workspace / "run", run)
     (run / "top10.tsv").write_text("mine\n")
     assert folder_kind(run / "inspect") == "inspect"
-    result = cli("train", "--data", workspace / "data", "--out", run, "--overwrite", "--set", "epochs=1",
-                 "--set", "dim=8")
+    result = cli(
+        "train", "--data", workspace / "data", "--out", run, "--overwrite", "--set", "epochs=1", "--set", "dim=8"
+    )
     assert result.exit_code == 0, result.output
     assert not (run / "inspect").exists() and (run / "top10.tsv").read_text() == "mine\n"
 
 
 # ---- settings that would be silently wrong or exhaust the machine -------------------------------------------------
+
 
 def test_a_hand_edited_run_config_is_refused_not_silently_applied(workspace, tmp_path):
     run = tmp_path / "run"
@@ -125,16 +147,24 @@ def test_a_hand_edited_run_config_is_refused_not_silently_applied(workspace, tmp
 
 def test_dropping_a_modality_the_run_does_not_read_is_refused(workspace, tmp_path):
     run = tmp_path / "image-only"
-    train(TrainConfig(dim=8, epochs=1, batch_size=256, modalities=["image"]), workspace / "synthetic", run,
-          echo=lambda m: None, progress=False)
+    train(
+        TrainConfig(dim=8, epochs=1, batch_size=256, modalities=["image"]),
+        workspace / "synthetic",
+        run,
+        echo=lambda m: None,
+        progress=False,
+    )
     refused(cli("evaluate", "--run", run, "--drop", "text=0.5"), "does not read modality 'text'")
     assert cli("evaluate", "--run", run, "--drop", "image=0.5").exit_code == 0
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--nproc", "999"], "at most one process per core"),
-    (["--set", "n_negatives=100000"], "setting 'n_negatives' (100000)"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--nproc", "999"], "at most one process per core"),
+        (["--set", "n_negatives=100000"], "setting 'n_negatives' (100000)"),
+    ],
+)
 def test_resource_settings_are_bounded_by_the_machine_and_the_data(workspace, tmp_path, args, message):
     refused(cli("train", "--data", workspace / "data", "--out", tmp_path / "run", *args), message)
     assert not (tmp_path / "run").exists()
@@ -142,18 +172,23 @@ def test_resource_settings_are_bounded_by_the_machine_and_the_data(workspace, tm
 
 def test_a_settings_file_with_aliases_is_refused(workspace, tmp_path):
     bomb = tmp_path / "bomb.yaml"
-    bomb.write_text("a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
-                    "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nmodalities: [*c, *c, *c, *c, *c, *c, *c, *c, *c]\n")
+    bomb.write_text(
+        "a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+        "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nmodalities: [*c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
+    )
     result = cli("train", "--data", workspace / "data", "--out", tmp_path / "run", "--config", bomb)
     refused(result, "aliases (*name) are not accepted")
     assert len(result.output) < 1000
 
 
-@pytest.mark.parametrize("sets, message", [
-    (["max_len=1000000000000"], "setting 'max_len'"),
-    (["n_codes=4", "codes_per_item=5"], "cannot link to more codes than there are"),
-    (["test_ratio=0.3"], "applies to split=ratio only"),
-])
+@pytest.mark.parametrize(
+    "sets, message",
+    [
+        (["max_len=1000000000000"], "setting 'max_len'"),
+        (["n_codes=4", "codes_per_item=5"], "cannot link to more codes than there are"),
+        (["test_ratio=0.3"], "applies to split=ratio only"),
+    ],
+)
 def test_preprocess_refuses_settings_it_would_ignore_or_cannot_hold(tmp_path, sets, message):
     args = [a for s in sets for a in ("--set", s)]
     refused(cli("preprocess", "--synthetic", "--out", tmp_path / "data", *args), message)
@@ -179,15 +214,31 @@ def test_the_k_core_filter_reports_what_it_removed(tmp_path):
 
 def test_ids_with_a_tab_are_refused_and_blank_asins_fall_back_to_the_id(tmp_path):
     (tmp_path / "ratings.csv").write_text('"u\t1",i1,5,100\nu2,i1,5,100\n')
-    refused(cli("preprocess", "--interactions", tmp_path / "ratings.csv", "--out", tmp_path / "d1"),
-            "ratings.csv, line 1: a user or item id holds a tab")
+    refused(
+        cli("preprocess", "--interactions", tmp_path / "ratings.csv", "--out", tmp_path / "d1"),
+        "ratings.csv, line 1: a user or item id holds a tab",
+    )
     lines = [f"{u} {' '.join(str(i) for i in range(1, 7))}" for u in range(1, 9)]
     (tmp_path / "seq.txt").write_text("\n".join(lines) + "\n")
-    (tmp_path / "items.tsv").write_text("item_id\tasin\n" + "".join(f"{i}\t{'B0' + str(i) if i % 2 else ''}\n"
-                                                                  for i in range(1, 7)))
-    assert cli("preprocess", "--sequences", tmp_path / "seq.txt", "--items", tmp_path / "items.tsv",
-               "--out", tmp_path / "d2", "--set", "k_core=0").exit_code == 0
+    (tmp_path / "items.tsv").write_text(
+        "item_id\tasin\n" + "".join(f"{i}\t{'B0' + str(i) if i % 2 else ''}\n" for i in range(1, 7))
+    )
+    assert (
+        cli(
+            "preprocess",
+            "--sequences",
+            tmp_path / "seq.txt",
+            "--items",
+            tmp_path / "items.tsv",
+            "--out",
+            tmp_path / "d2",
+            "--set",
+            "k_core=0",
+        ).exit_code
+        == 0
+    )
     from mmsr_dgl.data import load_processed
+
     assert load_processed(tmp_path / "d2").item_names[1:].tolist() == ["B01", "2", "B03", "4", "B05", "6"]
 
 
@@ -202,7 +253,8 @@ def test_resume_with_a_config_file_keeps_the_runs_own_settings_and_a_missing_run
 
 
 def test_a_checkpoint_write_that_torch_reports_as_a_runtime_error_and_running_out_of_memory_are_named(
-        workspace, tmp_path, monkeypatch):
+    workspace, tmp_path, monkeypatch
+):
     import torch
 
     from mmsr_dgl.training import trainer
@@ -214,15 +266,21 @@ def test_a_checkpoint_write_that_torch_reports_as_a_runtime_error_and_running_ou
         if len(calls) > 1:
             raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 1536 vs 1480")
         return real(obj, path, *args, **kwargs)
+
     monkeypatch.setattr(torch, "save", save)
-    refused(cli("train", "--data", workspace / "data", "--out", tmp_path / "run", "--set", "dim=8", "--epochs", "2"),
-            "the checkpoint could not be written")
+    refused(
+        cli("train", "--data", workspace / "data", "--out", tmp_path / "run", "--set", "dim=8", "--epochs", "2"),
+        "the checkpoint could not be written",
+    )
     assert not [p for p in (tmp_path / "run").iterdir() if ".tmp-" in p.name]
     monkeypatch.undo()
 
     def exhausted(*args, **kwargs):
-        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: not enough memory: you "
-                           "tried to allocate 274877906944 bytes.")
+        raise RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: not enough memory: you "
+            "tried to allocate 274877906944 bytes."
+        )
+
     monkeypatch.setattr(trainer, "build_model", exhausted)
     refused(cli("train", "--data", workspace / "data", "--out", tmp_path / "run2"), "out of memory")
 
@@ -246,11 +304,14 @@ def test_unclear_inputs_get_messages_that_say_what_is_wrong(workspace, tmp_path)
     (tmp_path / "folder").mkdir()
     refused(cli("preprocess", "--sequences", tmp_path / "folder", "--out", tmp_path / "d"), "not a regular file")
     (tmp_path / "x.inter").write_text("user\titem\ttime\n1\t2\t3\n")
-    refused(cli("preprocess", "--interactions", tmp_path / "x.inter", "--out", tmp_path / "d"),
-            "not a RecBole .inter header")
+    refused(
+        cli("preprocess", "--interactions", tmp_path / "x.inter", "--out", tmp_path / "d"),
+        "not a RecBole .inter header",
+    )
     (tmp_path / "users.txt").write_text("007\n7\n8\n")
-    result = cli("recommend", "--run", workspace / "run", "--users", tmp_path / "users.txt", "--out",
-                 tmp_path / "top.tsv")
+    result = cli(
+        "recommend", "--run", workspace / "run", "--users", tmp_path / "users.txt", "--out", tmp_path / "top.tsv"
+    )
     assert result.exit_code == 0, result.output
     assert "1 repeated user ids" in result.output
     assert {line.split("\t")[0] for line in (tmp_path / "top.tsv").read_text().splitlines()[1:]} == {"7", "8"}

@@ -1,5 +1,6 @@
 """`mmsr-dgl inspect`: every picture written and non-empty, its numbers those of the run's files; clear messages for
 a run without metrics.jsonl and models without a gate or a graph."""
+
 import json
 from pathlib import Path
 
@@ -60,7 +61,8 @@ def test_pictures_and_their_numbers(async_run):
     config, data, _ = load_run(async_run)
     users, ends = data.splits["test"]  # the 300 test histories, all sampled: one item node per distinct item
     assert set(gates) == {"item"} and gates["item"]["nodes"] == sum(
-        len(set(h.tolist())) for h in data.inputs(users, ends))
+        len(set(h.tolist())) for h in data.inputs(users, ends)
+    )
     assert 0 <= gates["item"]["quartiles"][0] <= gates["item"]["quartiles"][2] <= 1
     top = summary["user"]["top"]
     assert len(top) == 10 and summary["user"]["edges"]["heterogeneous"] > 0
@@ -112,10 +114,16 @@ def test_pictures_fade_small_buckets_leave_empty_ones_blank_and_frame_a_single_e
     from mmsr_dgl.inspect import figures
 
     def row(bucket, samples, hr):
-        return {"bucket": bucket, "samples": samples, "model": {"hr@10": hr, "ndcg@10": hr / 2},
-                "popularity": {"hr@10": hr / 4, "ndcg@10": hr / 8}}
-    figure = figures.accuracy({"history length": [row("1-2", 500, 0.2), row("2-3", 3, 1.0), row("3-5", 0, 0.0)]},
-                              tmp_path / "accuracy.png")
+        return {
+            "bucket": bucket,
+            "samples": samples,
+            "model": {"hr@10": hr, "ndcg@10": hr / 2},
+            "popularity": {"hr@10": hr / 4, "ndcg@10": hr / 8},
+        }
+
+    figure = figures.accuracy(
+        {"history length": [row("1-2", 500, 0.2), row("2-3", 3, 1.0), row("3-5", 0, 0.0)]}, tmp_path / "accuracy.png"
+    )
     axes = figure.axes[0]
     heights = sorted((round(p.get_height(), 3), p.get_alpha()) for p in axes.patches if p.get_x() < 1.5)
     assert (1.0, 0.3) in heights and (0.2, 1.0) in heights  # the 3-sample bucket drawn, but faded

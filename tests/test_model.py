@@ -1,4 +1,5 @@
 """The MMSR model: grouped softmax, non-invasive fusion, gradients, batching, missing modalities, overfitting."""
+
 from __future__ import annotations
 
 import os
@@ -33,23 +34,33 @@ def one_thread():
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     out = tmp_path_factory.mktemp("model_data") / "synthetic"
-    preprocess(PreprocessConfig(synthetic_users=200, synthetic_items=120, synthetic_groups=8, n_codes=16),
-               Inputs(synthetic=True), out, log=lambda m: None)
+    preprocess(
+        PreprocessConfig(synthetic_users=200, synthetic_items=120, synthetic_groups=8, n_codes=16),
+        Inputs(synthetic=True),
+        out,
+        log=lambda m: None,
+    )
     return load_processed(out)
 
 
 def make_model(data, fusion: str = "async", dim: int = 16, seed: int = 0, **kw) -> MMSR:
     torch.manual_seed(seed)
-    return MMSR(MMSRConfig(dim=dim, fusion=fusion, **kw), data.n_items, data.max_len, data.centroids, data.codes,
-                data.features)
+    return MMSR(
+        MMSRConfig(dim=dim, fusion=fusion, **kw), data.n_items, data.max_len, data.centroids, data.codes, data.features
+    )
 
 
 def train_batch(data, model: MMSR, n: int = 32, seed: int = 0, histories=None, all_nodes: bool = False):
     """A batch as the trainer builds it for `model` (`all_nodes`: with the views that updating every node needs)."""
     sampled, targets = sample(data, n, seed)
     modalities, views = model.graph_spec(all_nodes)
-    return make_batch(sampled if histories is None else histories, data.max_len,
-                      {m: data.codes[m] for m in modalities}, views, targets)
+    return make_batch(
+        sampled if histories is None else histories,
+        data.max_len,
+        {m: data.codes[m] for m in modalities},
+        views,
+        targets,
+    )
 
 
 def sample(data, n: int, seed: int = 0):
@@ -91,8 +102,9 @@ def homo_terms(att, relations, s, h) -> dict:
 
 def hetero_terms(att, relations, s, h) -> dict:
     """Type-specific transforms: key K s_u, query Q s_v / sqrt(d), value V h_u."""
-    return {r: (att.key[r[0]](s[r[0]]), att.query[r[2]](s[r[2]]) * att.scale, att.value[r[0]](h[r[0]]))
-            for r in relations}
+    return {
+        r: (att.key[r[0]](s[r[0]]), att.query[r[2]](s[r[2]]) * att.scale, att.value[r[0]](h[r[0]])) for r in relations
+    }
 
 
 def reference_layer(layer, graph, h) -> dict[str, torch.Tensor]:
@@ -113,8 +125,11 @@ def reference_layer(layer, graph, h) -> dict[str, torch.Tensor]:
     elif layer.fusion == "hetero_first":
         out = hetero_first(0)
     elif layer.fusion == "sync":  # one softmax over every relation, the self-loops once, as homogeneous
-        out = reference_phase(graph, {**hetero_terms(layer.hetero[0], hetero_rels, h, h),
-                                      **homo_terms(layer.homo[0], homo_rels, h, h)}, ntypes)
+        out = reference_phase(
+            graph,
+            {**hetero_terms(layer.hetero[0], hetero_rels, h, h), **homo_terms(layer.homo[0], homo_rels, h, h)},
+            ntypes,
+        )
     elif layer.fusion == "none":
         out = reference_phase(graph, homo_terms(layer.homo[0], homo_rels, h, h), ntypes)
     else:
@@ -129,8 +144,10 @@ def reference_layer(layer, graph, h) -> dict[str, torch.Tensor]:
 def batches_to_check(data, model):
     """A sampled batch, and one of one-item histories (no next/prev edges: relations without edges)."""
     histories, _ = sample(data, 8, seed=3)
-    return {"sampled": train_batch(data, model, histories=histories),
-            "one-item": train_batch(data, model, histories=[h[-1:] for h in histories])}
+    return {
+        "sampled": train_batch(data, model, histories=histories),
+        "one-item": train_batch(data, model, histories=[h[-1:] for h in histories]),
+    }
 
 
 @pytest.mark.parametrize("fusion", ["async", "homo_first", "hetero_first", "sync"])
@@ -164,8 +181,9 @@ def test_item_graph_path_equals_the_per_node_reference(data):
         with torch.no_grad():
             h = model.node_inputs(batch, model.item_table())
             got = model.layers[0](batch.views, h, "item")
-        torch.testing.assert_close(got["item"], reference_layer(model.layers[0], batch.graph, h)["item"],
-                                   atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            got["item"], reference_layer(model.layers[0], batch.graph, h)["item"], atol=1e-5, rtol=1e-5
+        )
 
 
 def in_edge_sums(view, weights: dict) -> dict[str, torch.Tensor]:
@@ -212,12 +230,14 @@ def test_one_softmax_over_both_groups_mixes_them(setup_async):
     homo = [r for r in joint.canonical_etypes if r in schema.homogeneous]
     hetero = [r for r in joint.canonical_etypes if r not in homo]
     with torch.no_grad():
-        weights = edge_softmax(joint, {**layer.homo[0].logits(joint, h, homo),
-                                       **layer.hetero[0].logits(joint, h, hetero)})
+        weights = edge_softmax(
+            joint, {**layer.homo[0].logits(joint, h, homo), **layer.hetero[0].logits(joint, h, hetero)}
+        )
     total = in_edge_sums(joint, weights)
     homo_only = in_edge_sums(joint, {r: w if r in homo else torch.zeros_like(w) for r, w in weights.items()})
-    hetero_in = in_edge_sums(joint, {r: torch.zeros_like(w) if r in homo else torch.ones_like(w)
-                                     for r, w in weights.items()})
+    hetero_in = in_edge_sums(
+        joint, {r: torch.zeros_like(w) if r in homo else torch.ones_like(w) for r, w in weights.items()}
+    )
     for t in ("item", "image", "text"):
         torch.testing.assert_close(total[t], torch.ones_like(total[t]), atol=1e-5, rtol=0)
         reached = hetero_in[t] > 0
@@ -249,9 +269,18 @@ def test_each_phase_is_one_multi_update_all_on_its_group_view(data, fusion, monk
     expected = {
         "homo_first": [homo, hetero, homo, group("heterogeneous", "item")],
         "hetero_first": [hetero, homo, group("heterogeneous", "item"), group("homogeneous", "item")],
-        "async": [homo, hetero, hetero, homo,
-                  homo, group("heterogeneous", "item"), group("heterogeneous", "item"), group("homogeneous", "item")],
-        "sync": [group("joint"), group("joint", "item")]}[fusion]
+        "async": [
+            homo,
+            hetero,
+            hetero,
+            homo,
+            homo,
+            group("heterogeneous", "item"),
+            group("heterogeneous", "item"),
+            group("homogeneous", "item"),
+        ],
+        "sync": [group("joint"), group("joint", "item")],
+    }[fusion]
     assert calls == expected
 
 
@@ -316,8 +345,13 @@ def test_hetero_first_values_ignore_phase_one(data):
     zero(layer.homo[0].vectors.values())  # phase-two logits constant
     before = layer_out(layer, views, h)
     att = layer.hetero[0]
-    perturb([*(m.weight for m in att.query.values()), *(m.weight for m in att.key.values()),
-             *(m.weight for m in att.value.values())])  # changes the phase-one output y
+    perturb(
+        [
+            *(m.weight for m in att.query.values()),
+            *(m.weight for m in att.key.values()),
+            *(m.weight for m in att.value.values()),
+        ]
+    )  # changes the phase-one output y
     assert max_diff(before, layer_out(layer, views, h)) < 1e-6
     assert max_diff(before, layer_out(layer, views, noisy(h))) > 1e-2
 
@@ -367,8 +401,9 @@ def test_gradients_reach_every_parameter_the_readout_depends_on(data, fusion):
         assert not make_model(data, fusion, item_repr="id").code_emb  # no content anywhere
         return
     assert set(model.code_emb) == {"image", "text"}
-    code_updates = {f"layers.1.{m}.{c}.{w}" for m in ("norm", "gate") for c in ("image", "text")
-                    for w in ("weight", "bias")}
+    code_updates = {
+        f"layers.1.{m}.{c}.{w}" for m in ("norm", "gate") for c in ("image", "text") for w in ("weight", "bias")
+    }
     assert {n for n in code_updates if n in grads} <= without
     assert all(grads[n] is None for n in code_updates if n in grads)  # not computed at all
 
@@ -394,8 +429,10 @@ def test_batched_forward_equals_single_forwards(data, readout):
 def test_mixture_readout_mixes_the_two_softmaxes(data, temperature):
     """readout=mixture scores = log(softmax(`last` scores) / 2 + softmax(`last+pool` scores) / 2) with the same
     weights; the loss is the mixture's cross-entropy."""
-    models = {r: make_model(data, "async", readout=r, temperature=temperature).eval()
-              for r in ("last", "last+pool", "mixture")}
+    models = {
+        r: make_model(data, "async", readout=r, temperature=temperature).eval()
+        for r in ("last", "last+pool", "mixture")
+    }
     weights = models["mixture"].state_dict()
     models["last+pool"].load_state_dict(weights)
     models["last"].load_state_dict({k: v for k, v in weights.items() if not k.startswith("pool.")})
@@ -457,13 +494,20 @@ def test_three_modalities_run(data):
     audio_features = np.random.default_rng(2).normal(size=(data.n_items, 8)).astype(np.float32)
     codes = {**data.codes, "audio": audio}
     torch.manual_seed(0)
-    model = MMSR(MMSRConfig(dim=16, item_repr="id+codes+features"), data.n_items, data.max_len, centroids,
-                 codes, {**data.features, "audio": audio_features})
+    model = MMSR(
+        MMSRConfig(dim=16, item_repr="id+codes+features"),
+        data.n_items,
+        data.max_len,
+        centroids,
+        codes,
+        {**data.features, "audio": audio_features},
+    )
     assert model.schema.ntypes == ["item", "audio", "image", "text"]
     histories, targets = sample(data, 16, seed=2)
     modalities, views = model.graph_spec()
-    model.calculate_loss(make_batch(histories, data.max_len, {m: codes[m] for m in modalities}, views,
-                                    targets)).backward()
+    model.calculate_loss(
+        make_batch(histories, data.max_len, {m: codes[m] for m in modalities}, views, targets)
+    ).backward()
     assert model.code_emb["audio"].weight.grad.abs().sum() > 0
 
 
@@ -562,4 +606,3 @@ def test_temperature_scores_are_cosine_similarities_over_it(data):
     expected = torch.nn.functional.cosine_similarity(query[:, None], items[None], dim=-1) / 0.1
     assert torch.allclose(scores[:, 1:], expected[:, 1:], atol=1e-4)
     assert torch.isinf(scores[:, 0]).all() and scores[:, 1:].abs().max() <= 10 + 1e-4
-

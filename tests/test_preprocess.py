@@ -1,4 +1,5 @@
 """`mmsr-dgl preprocess`: input formats, filtering, splits, modality codes, caching, errors, synthetic default."""
+
 from __future__ import annotations
 
 import hashlib
@@ -46,6 +47,7 @@ def random_histories(n_users: int, n_items: int, length: int, seed: int = 0) -> 
 
 # --- input formats -----------------------------------------------------------------------------------------------
 
+
 def test_sequences_keep_order_and_remap_ids_numerically(tmp_path):
     seq = write_sequences(tmp_path / "seq.txt", {7: [10, 9, 10, 9], 3: [9, 2]})
     data = build(tmp_path / "out", "--sequences", seq, "--set", "k_core=0")
@@ -55,8 +57,14 @@ def test_sequences_keep_order_and_remap_ids_numerically(tmp_path):
     assert data.seq_items.tolist() == [3, 2, 3, 2, 2, 1]
 
 
-INTERACTIONS = [("u1", "a", 300), ("u1", "c", 100), ("u2", "c", 50), ("u1", "b", 100), ("u2", "a", 20),
-                ("u1", "d", 400)]
+INTERACTIONS = [
+    ("u1", "a", 300),
+    ("u1", "c", 100),
+    ("u2", "c", 50),
+    ("u1", "b", 100),
+    ("u2", "a", 20),
+    ("u1", "d", 400),
+]
 
 
 @pytest.mark.parametrize("kind", ["recbole", "amazon"])
@@ -82,6 +90,7 @@ def test_interaction_ids_that_are_not_ascii_digits_are_tokens(tmp_path):
 
 # --- items file and features -------------------------------------------------------------------------------------
 
+
 def test_items_file_aligns_features_and_marks_missing_modalities(tmp_path):
     n = 10
     order = [4, 1, 8, 3, 10, 6, 2, 9, 5, 7]  # items-file order; feature rows follow it
@@ -90,12 +99,25 @@ def test_items_file_aligns_features_and_marks_missing_modalities(tmp_path):
     x[order.index(5)] = np.nan  # all-NaN row: no image
     has_image = {i: int(i != 7) for i in order}  # flagged missing despite a real feature row
     np.save(tmp_path / "image.npy", x)
-    (tmp_path / "items.tsv").write_text("item_id\tasin\thas_image\n" + "".join(
-        f"{i}\tB{i:03d}\t{has_image[i]}\n" for i in order))
+    (tmp_path / "items.tsv").write_text(
+        "item_id\tasin\thas_image\n" + "".join(f"{i}\tB{i:03d}\t{has_image[i]}\n" for i in order)
+    )
     seq = write_sequences(tmp_path / "seq.txt", {1: list(range(1, 6)), 2: list(range(6, 11)), 3: [2, 4, 6]})
-    data = build(tmp_path / "out", "--sequences", seq, "--items", tmp_path / "items.tsv",
-                 "--features", f"image={tmp_path / 'image.npy'}",
-                 "--set", "k_core=0", "--set", "n_codes=2", "--set", "codes_per_item=1")
+    data = build(
+        tmp_path / "out",
+        "--sequences",
+        seq,
+        "--items",
+        tmp_path / "items.tsv",
+        "--features",
+        f"image={tmp_path / 'image.npy'}",
+        "--set",
+        "k_core=0",
+        "--set",
+        "n_codes=2",
+        "--set",
+        "codes_per_item=1",
+    )
     assert data.item_asin.tolist() == [""] + [f"B{i:03d}" for i in range(1, n + 1)]
     codes = data.codes["image"][:, 0]
     missing = [0, 3, 5, 7]  # padding, zero row, NaN row, has_image=0
@@ -108,13 +130,25 @@ def test_items_file_aligns_features_and_marks_missing_modalities(tmp_path):
 def test_features_without_items_file_follow_item_ids(tmp_path):
     np.save(tmp_path / "text.npy", two_clusters(6))
     seq = write_sequences(tmp_path / "seq.txt", {1: [1, 2, 3, 4], 2: [4, 5, 6]})
-    data = build(tmp_path / "out", "--sequences", seq, "--features", f"text={tmp_path / 'text.npy'}",
-                 "--set", "k_core=0", "--set", "n_codes=2", "--set", "codes_per_item=1")
+    data = build(
+        tmp_path / "out",
+        "--sequences",
+        seq,
+        "--features",
+        f"text={tmp_path / 'text.npy'}",
+        "--set",
+        "k_core=0",
+        "--set",
+        "n_codes=2",
+        "--set",
+        "codes_per_item=1",
+    )
     codes = data.codes["text"][:, 0]
     assert codes[0] == -1 and len(set(codes[1::2])) == 1 and len(set(codes[2::2])) == 1 and codes[1] != codes[2]
 
 
 # --- k-core and splits -------------------------------------------------------------------------------------------
+
 
 def test_k_core_is_iterative(tmp_path):
     # k=2: item 3 occurs once, so user 3 drops to one interaction and is removed in a second pass.
@@ -130,25 +164,45 @@ def test_k_core_default_is_5(tmp_path):
     histories[1] = [1, 2, 6, 3, 4, 5]  # item 6 occurs once
     histories[7] = [1, 2, 3, 4]  # only four interactions
     data = build(tmp_path / "out", "--sequences", write_sequences(tmp_path / "seq.txt", histories))
-    assert data.manifest["counts"] == {"users": 6, "items": 5, "interactions": 30,
-                                       "train_samples": 12, "valid_samples": 6, "test_samples": 6,
-                                       "read": {"users": 7, "items": 6, "interactions": 35}}
+    assert data.manifest["counts"] == {
+        "users": 6,
+        "items": 5,
+        "interactions": 30,
+        "train_samples": 12,
+        "valid_samples": 6,
+        "test_samples": 6,
+        "read": {"users": 7, "items": 6, "interactions": 35},
+    }
     assert "7" not in data.user_ids and "6" not in data.item_ids
 
 
 SPLIT_CASES = {  # history lengths 5 and 10, test_ratio 0.38 (1.9 -> 2 and 3.8 -> 4 test positions)
-    "loo": {"train": [(0, 1), (0, 2)] + [(1, p) for p in range(1, 8)], "valid": [(0, 3), (1, 8)],
-            "test": [(0, 4), (1, 9)]},
-    "ratio": {"train": [(0, 1)] + [(1, p) for p in range(1, 5)], "valid": [(0, 2), (1, 5)],
-              "test": [(0, 3), (0, 4)] + [(1, p) for p in range(6, 10)]},
+    "loo": {
+        "train": [(0, 1), (0, 2)] + [(1, p) for p in range(1, 8)],
+        "valid": [(0, 3), (1, 8)],
+        "test": [(0, 4), (1, 9)],
+    },
+    "ratio": {
+        "train": [(0, 1)] + [(1, p) for p in range(1, 5)],
+        "valid": [(0, 2), (1, 5)],
+        "test": [(0, 3), (0, 4)] + [(1, p) for p in range(6, 10)],
+    },
 }
 
 
 @pytest.mark.parametrize("split", SPLIT_CASES)
 def test_split_positions(tmp_path, split):
     seq = write_sequences(tmp_path / "seq.txt", {1: list(range(1, 6)), 2: list(range(11, 21))})
-    data = build(tmp_path / "out", "--sequences", seq, "--set", "k_core=0", "--set", f"split={split}",
-                 *(["--set", "test_ratio=0.38"] if split == "ratio" else []))
+    data = build(
+        tmp_path / "out",
+        "--sequences",
+        seq,
+        "--set",
+        "k_core=0",
+        "--set",
+        f"split={split}",
+        *(["--set", "test_ratio=0.38"] if split == "ratio" else []),
+    )
     for name, expected in SPLIT_CASES[split].items():
         users, positions = data.splits[name]
         assert list(zip(users.tolist(), positions.tolist())) == expected, name
@@ -158,6 +212,7 @@ def test_split_positions(tmp_path, split):
 @pytest.mark.parametrize("split", ["loo", "ratio"])
 def test_splits_of_every_history_length_follow_their_definition(split):
     from mmsr_dgl.data.preprocess import make_splits
+
     lengths = np.r_[np.arange(1, 40), np.random.default_rng(0).integers(1, 200, 300)]
     offsets = np.r_[0, np.cumsum(lengths)]
     splits = make_splits(offsets, split, 0.3)
@@ -183,6 +238,7 @@ def test_inputs_truncated_to_max_len(tmp_path):
 
 # --- modality codes ----------------------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def coded_inputs(tmp_path):
     """30 users over items 1..20 with random image features; items 21..24 occur only as last items."""
@@ -190,9 +246,20 @@ def coded_inputs(tmp_path):
     for u, item in zip(range(1, 5), range(21, 25)):
         histories[u][-1] = item
     np.save(tmp_path / "image.npy", np.random.default_rng(1).normal(size=(24, 16)).astype(np.float32))
-    return ["--sequences", write_sequences(tmp_path / "seq.txt", histories),
-            "--features", f"image={tmp_path / 'image.npy'}",
-            "--set", "k_core=0", "--set", "n_codes=4", "--set", "codes_per_item=2", "--set", "pca_dim=5"]
+    return [
+        "--sequences",
+        write_sequences(tmp_path / "seq.txt", histories),
+        "--features",
+        f"image={tmp_path / 'image.npy'}",
+        "--set",
+        "k_core=0",
+        "--set",
+        "n_codes=4",
+        "--set",
+        "codes_per_item=2",
+        "--set",
+        "pca_dim=5",
+    ]
 
 
 def test_codes_shape_centroids_and_determinism(tmp_path, coded_inputs):
@@ -216,6 +283,7 @@ def test_codes_shape_centroids_and_determinism(tmp_path, coded_inputs):
 
 def test_nearest_codes_in_blocks_match_all_at_once():
     from mmsr_dgl.data.codes import _nearest
+
     rng = np.random.default_rng(0)
     x, centroids = rng.normal(size=(1000, 8)).astype(np.float32), rng.normal(size=(50, 8)).astype(np.float32)
     dist = ((x[:, None] - centroids[None]) ** 2).sum(-1)
@@ -235,6 +303,7 @@ def test_fit_codes_on_train_uses_training_items_only(tmp_path, coded_inputs):
 
 
 # --- manifest, caching, atomic output ----------------------------------------------------------------------------
+
 
 def test_manifest_records_settings_inputs_counts_and_versions(tmp_path, coded_inputs):
     data = build(tmp_path / "out", *coded_inputs, "--set", "max_len=7")
@@ -273,6 +342,7 @@ def test_rerun_is_up_to_date_until_a_setting_or_input_changes(tmp_path):
 
 def _set_format_version(out, version):
     import json
+
     manifest = json.loads((out / "manifest.json").read_text())
     manifest["format_version"] = version
     (out / "manifest.json").write_text(json.dumps(manifest))
@@ -280,6 +350,7 @@ def _set_format_version(out, version):
 
 def test_a_dataset_of_an_earlier_format_is_refused_then_rebuilt(tmp_path):
     from mmsr_dgl.data.preprocess import FORMAT_VERSION
+
     assert FORMAT_VERSION == 3
     seq = write_sequences(tmp_path / "seq.txt", random_histories(10, 6, length=5))
     out = tmp_path / "out"
@@ -393,17 +464,24 @@ BAD_INPUTS = {  # name -> (args builder, fragments the error message must contai
     "repeated user": (lambda p: _seq(p, "1 1 2\n1 3 4\n"), ["seq.txt", "line 2", "more than one line"]),
     "not UTF-8 text": (lambda p: _seq(p) + ["--items", _binary(p / "items.tsv")], ["items.tsv", "UTF-8"]),
     "config not UTF-8": (lambda p: _seq(p) + ["--config", _binary(p / "config.yaml")], ["config.yaml", "UTF-8"]),
-    "unknown item": (lambda p: _seq(p) + ["--items", _items(p, "item_id\n1\n2\n")],
-                     ["seq.txt, line 1", "item '3'", "items.tsv"]),
-    "bad has_ flag": (lambda p: _seq(p) + ["--items", _items(p, "item_id\thas_image\n1\t1\n2\tyes\n3\t0\n")],
-                      ["items.tsv", "line 3", "has_image"]),
+    "unknown item": (
+        lambda p: _seq(p) + ["--items", _items(p, "item_id\n1\n2\n")],
+        ["seq.txt, line 1", "item '3'", "items.tsv"],
+    ),
+    "bad has_ flag": (
+        lambda p: _seq(p) + ["--items", _items(p, "item_id\thas_image\n1\t1\n2\tyes\n3\t0\n")],
+        ["items.tsv", "line 3", "has_image"],
+    ),
     "wrong row count": (lambda p: _features(p, np.eye(4)), ["image.npy", "4 rows", "3 items"]),
-    "too few rows without items file": (lambda p: _features(p, np.eye(2), items=False),
-                                        ["seq.txt, line 1", "item '3'", "image.npy"]),
-    "NaN in part of a row": (lambda p: _features(p, [[1, 2], [3, np.nan], [5, 6]]),
-                             ["image.npy", "row 1", "NaN"]),
-    "empty .npy file": (lambda p: _seq(p) + ["--features", f"image={_binary(p / 'image.npy', b'')}"],
-                        ["image.npy", "not a readable .npy"]),
+    "too few rows without items file": (
+        lambda p: _features(p, np.eye(2), items=False),
+        ["seq.txt, line 1", "item '3'", "image.npy"],
+    ),
+    "NaN in part of a row": (lambda p: _features(p, [[1, 2], [3, np.nan], [5, 6]]), ["image.npy", "row 1", "NaN"]),
+    "empty .npy file": (
+        lambda p: _seq(p) + ["--features", f"image={_binary(p / 'image.npy', b'')}"],
+        ["image.npy", "not a readable .npy"],
+    ),
     "infinite value": (lambda p: _features(p, [[1, 2], [3, 4], [np.inf, 6]]), ["image.npy", "row 2", "infinite"]),
     "empty after k-core": (lambda p: _seq(p) + ["--set", "k_core=4"], ["4-core", "k_core"]),
     "missing file": (lambda p: ["--sequences", p / "nothere.txt"], ["nothere.txt", "not found"]),
@@ -412,17 +490,24 @@ BAD_INPUTS = {  # name -> (args builder, fragments the error message must contai
     "out-of-range --set value": (lambda p: _seq(p) + ["--set", "max_len=0"], ["max_len", "out of range"]),
     "unknown key in --config": (lambda p: _config(p, "k_core: 0\nbogus: 1\n"), ["config.yaml", "'bogus'"]),
     "wrong type in --config": (lambda p: _config(p, "split: random\n"), ["config.yaml", "split", "'random'"]),
-    "bad timestamp": (lambda p: ["--interactions", _ratings(p, "u1,a,5,1\nu1,b,5,yesterday\n")],
-                      ["ratings.csv", "line 2", "timestamp"]),
+    "bad timestamp": (
+        lambda p: ["--interactions", _ratings(p, "u1,a,5,1\nu1,b,5,yesterday\n")],
+        ["ratings.csv", "line 2", "timestamp"],
+    ),
     "short CSV row": (lambda p: ["--interactions", _ratings(p, "u1,a,5\n")], ["ratings.csv", "line 1"]),
     "two input kinds": (lambda p: _seq(p) + ["--synthetic"], ["exactly one of"]),
-    "empty id in CSV": (lambda p: ["--interactions", _ratings(p, "u1,a,5,1\nu1,,5,2\n")],
-                        ["ratings.csv", "line 2", "empty"]),
-    "unknown item in CSV": (lambda p: ["--interactions", _ratings(p, "u1,a,5,1\nu2,zz,5,2\n"),
-                                       "--items", _items(p, "item_id\na\n")],
-                            ["ratings.csv", "user u2 (first at line 2)", "'zz'"]),
-    "bad synthetic setting": (lambda p: ["--synthetic", "--set", "synthetic_mean_length=2"],
-                              ["synthetic_mean_length", "out of range"]),
+    "empty id in CSV": (
+        lambda p: ["--interactions", _ratings(p, "u1,a,5,1\nu1,,5,2\n")],
+        ["ratings.csv", "line 2", "empty"],
+    ),
+    "unknown item in CSV": (
+        lambda p: ["--interactions", _ratings(p, "u1,a,5,1\nu2,zz,5,2\n"), "--items", _items(p, "item_id\na\n")],
+        ["ratings.csv", "user u2 (first at line 2)", "'zz'"],
+    ),
+    "bad synthetic setting": (
+        lambda p: ["--synthetic", "--set", "synthetic_mean_length=2"],
+        ["synthetic_mean_length", "out of range"],
+    ),
     "negative noise": (lambda p: ["--synthetic", "--set", "synthetic_noise=-1"], ["synthetic_noise"]),
     "modality named item": (lambda p: _seq(p) + ["--features", f"item={p / 'x.npy'}"], ["'item'"]),
 }
@@ -443,13 +528,28 @@ def test_bad_input_is_a_clean_error(tmp_path, case):
 
 def test_real_process_prints_no_traceback(tmp_path):
     (tmp_path / "seq.txt").write_text("1 1 2\n2 3 x4\n")
-    proc = subprocess.run([sys.executable, "-m", "cli.main", "preprocess", "--sequences", tmp_path / "seq.txt",
-                           "--out", tmp_path / "out"], capture_output=True, text=True, cwd=REPO, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cli.main",
+            "preprocess",
+            "--sequences",
+            tmp_path / "seq.txt",
+            "--out",
+            tmp_path / "out",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and "line 2" in proc.stderr and proc.stdout == ""
 
 
 # --- the synthetic default ---------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def synthetic_default(tmp_path_factory):
@@ -512,10 +612,19 @@ def test_shared_synthetic_fixture(synthetic_data_dir):
 
 # --- Amazon Toys -------------------------------------------------------------------------------------------------
 
+
 def test_amazon_toys(tmp_path, toys_dir):
-    data = build(tmp_path / "toys", "--sequences", toys_dir / "sequences.txt", "--items", toys_dir / "items.tsv",
-                 "--features", f"image={toys_dir / 'image_clip_vitb32.npy'}",
-                 "--features", f"text={toys_dir / 'text_clip_vitb32.npy'}")
+    data = build(
+        tmp_path / "toys",
+        "--sequences",
+        toys_dir / "sequences.txt",
+        "--items",
+        toys_dir / "items.tsv",
+        "--features",
+        f"image={toys_dir / 'image_clip_vitb32.npy'}",
+        "--features",
+        f"text={toys_dir / 'text_clip_vitb32.npy'}",
+    )
     counts = data.manifest["counts"]
     assert (counts["users"], counts["items"], counts["interactions"]) == (19412, 11924, 167597)
     no_image = np.flatnonzero((data.codes["image"] == -1).all(1))
@@ -568,6 +677,7 @@ def test_a_dataset_without_training_samples_is_refused(tmp_path):
 def _dead_pid() -> int:
     import subprocess
     import sys
+
     process = subprocess.Popen([sys.executable, "-c", "pass"])
     process.wait()
     return process.pid
@@ -600,6 +710,7 @@ def test_a_kill_at_any_step_of_the_replace_leaves_one_whole_output(tmp_path, kil
 
 def test_leftovers_of_a_live_process_are_left_alone(tmp_path):
     from mmsr_dgl.io import recover
+
     out = tmp_path / "out"
     out.mkdir()
     alive = tmp_path / f".out.tmp-{os.getppid()}-xyz"
@@ -648,6 +759,7 @@ def test_a_data_file_lacking_an_array_is_named(tmp_path):
     import json
 
     from mmsr_dgl.data.preprocess import describe_file
+
     seq = write_sequences(tmp_path / "seq.txt", random_histories(10, 6, length=5))
     out = tmp_path / "out"
     build(out, "--sequences", seq, "--set", "k_core=0")
@@ -666,19 +778,29 @@ def test_feature_files_that_are_not_one_npy_matrix_are_named(tmp_path):
     np.savez(tmp_path / "f.npz", a=np.zeros((6, 4)))
     header = "{'descr': '<f4', 'fortran_order': False, 'shape': (1000000000, 1000), }"
     header += " " * (117 - len(header)) + "\n"
-    (tmp_path / "huge.npy").write_bytes(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode()
-                                        + b"\0" * 64)  # claims 4 TB, holds 64 bytes
+    (tmp_path / "huge.npy").write_bytes(
+        b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode() + b"\0" * 64
+    )  # claims 4 TB, holds 64 bytes
     for name, message in (("f.npz", "an .npz archive"), ("huge.npy", "shorter than its header says")):
-        result = run_cli("preprocess", "--sequences", seq, "--set", "k_core=0", "--features",
-                         f"image={tmp_path / name}", "--out", tmp_path / "out")
+        result = run_cli(
+            "preprocess",
+            "--sequences",
+            seq,
+            "--set",
+            "k_core=0",
+            "--features",
+            f"image={tmp_path / name}",
+            "--out",
+            tmp_path / "out",
+        )
         assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
 
 
 def test_integer_ids_beyond_int64_sort_numerically(tmp_path):
     seq = tmp_path / "big.txt"
-    seq.write_text(f"1 {2 ** 64} 2 {2 ** 63} 4\n2 2 3 4 5\n")
+    seq.write_text(f"1 {2**64} 2 {2**63} 4\n2 2 3 4 5\n")
     data = build(tmp_path / "out", "--sequences", seq, "--set", "k_core=0")
-    assert data.item_ids.tolist() == ["", "2", "3", "4", "5", str(2 ** 63), str(2 ** 64)]
+    assert data.item_ids.tolist() == ["", "2", "3", "4", "5", str(2**63), str(2**64)]
 
 
 def test_integer_ids_are_one_id_whatever_their_zeros(tmp_path):
@@ -701,14 +823,30 @@ def test_what_would_be_silently_wrong_is_said_or_refused(tmp_path):
     items.write_text("item_id\ttitle\tprice\n" + "".join(f"{i}\tt\t1\n" for i in range(1, 7)))
     np.save(tmp_path / "c.npy", np.ones((6, 4), dtype=np.complex64))
     np.save(tmp_path / "f.npy", two_clusters(6))
-    said = run_cli("preprocess", "--sequences", seq, "--items", items, "--features", f"image={tmp_path / 'f.npy'}",
-                   "--set", "k_core=0", "--set", "n_codes=50", "--out", tmp_path / "a")
+    said = run_cli(
+        "preprocess",
+        "--sequences",
+        seq,
+        "--items",
+        items,
+        "--features",
+        f"image={tmp_path / 'f.npy'}",
+        "--set",
+        "k_core=0",
+        "--set",
+        "n_codes=50",
+        "--out",
+        tmp_path / "a",
+    )
     assert said.exit_code == 0, said.output
     assert "columns title, price are not used" in said.stderr and "(n_codes=50)" in said.stderr
-    for args, message in ((["--features", f"image={tmp_path / 'c.npy'}"], "complex numbers"),
-                          (["--set", "synthetic_users=5"], "apply to --synthetic only")):
-        result = run_cli("preprocess", "--sequences", seq, "--items", items, "--set", "k_core=0", *args,
-                         "--out", tmp_path / "b")
+    for args, message in (
+        (["--features", f"image={tmp_path / 'c.npy'}"], "complex numbers"),
+        (["--set", "synthetic_users=5"], "apply to --synthetic only"),
+    ):
+        result = run_cli(
+            "preprocess", "--sequences", seq, "--items", items, "--set", "k_core=0", *args, "--out", tmp_path / "b"
+        )
         assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
     config = tmp_path / "c.yaml"
     config.write_text("k_core: 0\nmax_len: 5\nk_core: 2\n")

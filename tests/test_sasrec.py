@@ -1,4 +1,5 @@
 """The SASRec baseline: same contract as MMSR, padding-safe, trains through the same trainer."""
+
 import numpy as np
 import torch
 
@@ -85,8 +86,11 @@ def test_sequence_batches_make_every_position_a_target(synthetic_data_dir):
     batches = list(sequence_batches(data, 64, shuffle_seed=0))
     users, ends = data.splits["valid"]
     assert sum(len(b) for b in batches) == int((ends >= 2).sum())
-    train_parts = {tuple(data.seq_items[data.seq_offsets[u]:data.seq_offsets[u] + e][-(data.max_len + 1):])
-                   for u, e in zip(users, ends) if e >= 2}
+    train_parts = {
+        tuple(data.seq_items[data.seq_offsets[u] : data.seq_offsets[u] + e][-(data.max_len + 1) :])
+        for u, e in zip(users, ends)
+        if e >= 2
+    }
     batch = batches[0]
     assert batch.seq.shape == batch.targets.shape == (64, data.max_len) and batch.graph is None
     for seq, targets in zip(batch.seq.tolist(), batch.targets.tolist()):
@@ -106,9 +110,14 @@ def test_all_position_loss_is_the_mean_cross_entropy_of_every_position():
     batch = Batch(seq=seq, targets=targets)
     hidden = model.hidden(batch, model.item_table())[0]  # [2, 6, d]
     scores = hidden @ model.item_table().T
-    expected = torch.stack([torch.nn.functional.cross_entropy(scores[b, p].index_fill(0, torch.tensor([0]),
-                                                                                     float("-inf")), targets[b, p])
-                            for b, p in [(0, 2), (0, 3), (0, 4), (0, 5), (1, 5)]]).mean()
+    expected = torch.stack(
+        [
+            torch.nn.functional.cross_entropy(
+                scores[b, p].index_fill(0, torch.tensor([0]), float("-inf")), targets[b, p]
+            )
+            for b, p in [(0, 2), (0, 3), (0, 4), (0, 5), (1, 5)]
+        ]
+    ).mean()
     torch.testing.assert_close(model.calculate_loss(batch), expected)
 
 
@@ -123,9 +132,17 @@ def test_sampled_softmax_scores_the_target_against_uniform_negatives():
     # every non-padding item but the target, each drawn about 50 times: close to full cross-entropy with each
     # competitor counted 50 times, i.e. log-sum-exp shifted by log 50
     scores = query @ items.T
-    full = torch.logsumexp(torch.cat([scores[torch.arange(5), targets][:, None],
-                                      scores[:, 1:].masked_fill(torch.nn.functional.one_hot(targets, 30)[:, 1:].bool(),
-                                                                float("-inf")) + np.log(50)], 1), 1)
+    full = torch.logsumexp(
+        torch.cat(
+            [
+                scores[torch.arange(5), targets][:, None],
+                scores[:, 1:].masked_fill(torch.nn.functional.one_hot(targets, 30)[:, 1:].bool(), float("-inf"))
+                + np.log(50),
+            ],
+            1,
+        ),
+        1,
+    )
     expected = (full - scores[torch.arange(5), targets]).mean()
     assert abs(loss.item() - expected.item()) < 0.05 * expected.item()
     # a mixture of two queries: each query's sampled log-softmax at the target, mixed by the weights
@@ -147,8 +164,9 @@ def test_sampled_softmax_scores_the_target_against_uniform_negatives():
 
 def content_sasrec(data, readout: str = "mixture") -> SASRec:
     torch.manual_seed(0)
-    config = SASRecConfig(dim=16, dropout=0.0, attn_dropout=0.0, readout=readout, item_repr="id+codes+features",
-                          temperature=0.1)
+    config = SASRecConfig(
+        dim=16, dropout=0.0, attn_dropout=0.0, readout=readout, item_repr="id+codes+features", temperature=0.1
+    )
     return SASRec(config, data.n_items, data.max_len, data.centroids, data.codes, data.features).eval()
 
 
@@ -167,11 +185,12 @@ def test_sasrec_with_the_mmsr_item_table_and_mixture_readout(synthetic_data_dir)
     states, allowed = model.hidden(Batch(seq=seq), model.item_table())
     pooled = model.pool.over_positions(states, states, allowed)  # [2, L, d]
     p = data.max_len - 3  # the position of item 4 in the first row, which reads itself and item 3
-    seen = states[0, p - 1:p + 1]  # [2, d]
+    seen = states[0, p - 1 : p + 1]  # [2, d]
     alpha = model.pool.weight(torch.sigmoid(model.pool.query(states[0, p]) + model.pool.key(seen)))  # [2, 1]
     expected = model.pool.out(torch.cat([states[0, p], (alpha * seen).sum(0)]))
     torch.testing.assert_close(pooled[0, p], expected)
     per_position.backward()
     for name in ("code_emb", "feature_proj", "pool.key"):
-        assert any(p.grad is not None and (p.grad != 0).any() for n, p in model.named_parameters()
-                   if n.startswith(name)), name
+        assert any(
+            p.grad is not None and (p.grad != 0).any() for n, p in model.named_parameters() if n.startswith(name)
+        ), name

@@ -1,5 +1,6 @@
 """The loss kernels of the model contract against their plain definitions; the sampled softmax's rows and
 sparse updates."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -46,10 +47,12 @@ def test_sampled_loss_reads_only_the_rows_it_needs_and_equals_the_full_table_los
     negatives = model.draw_negatives(torch.device("cpu"))
     items = model.item_rows(batch, batch.targets, negatives)
     assert set(items.ids.tolist()) == set(batch.item_ids().tolist()) | set(batch.targets.tolist()) | set(
-        negatives.tolist())
+        negatives.tolist()
+    )
     with torch.no_grad():
-        expected = model.sampled_loss(model.encode(batch, model.item_table()), batch.targets, model.item_table(),
-                                      negatives)
+        expected = model.sampled_loss(
+            model.encode(batch, model.item_table()), batch.targets, model.item_table(), negatives
+        )
     torch.manual_seed(3)
     loss = model.calculate_loss(batch)
     torch.testing.assert_close(loss, expected)

@@ -1,5 +1,6 @@
 """What keeps training and evaluation cheap, checked by behaviour rather than by time: freed memory kept for
 reuse, threads chosen by measured step times, one item table per evaluation."""
+
 from __future__ import annotations
 
 import json
@@ -44,6 +45,7 @@ def page_faults(env: dict) -> int:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator: Linux only")
 def test_freed_memory_is_reused_without_page_faults():
     import os
+
     env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
     kept = page_faults(env)
     returned = page_faults({**env, "MMSR_KEEP_FREED_MEMORY": "0"})

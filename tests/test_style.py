@@ -1,4 +1,5 @@
 """The code is formatted and linted as pyproject.toml's [tool.ruff] says (`ruff format`, `ruff check`)."""
+
 import shutil
 import subprocess
 from pathlib import Path

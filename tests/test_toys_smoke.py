@@ -1,5 +1,6 @@
 """End-to-end smoke run on a real subset: the first 2,000 Amazon Toys users, one epoch of the default settings (with
 32 codes for the subset); no accuracy asserted."""
+
 import json
 
 import numpy as np
@@ -11,10 +12,21 @@ def test_toys_subset_end_to_end(toys_dir, tmp_path):
     sequences = tmp_path / "sequences.txt"
     sequences.write_text("\n".join(lines) + "\n")
     data, run = tmp_path / "data", tmp_path / "run"
-    result = run_cli("preprocess", "--sequences", sequences, "--items", toys_dir / "items.tsv",
-                     "--features", f"image={toys_dir / 'image_clip_vitb32.npy'}",
-                     "--features", f"text={toys_dir / 'text_clip_vitb32.npy'}", "--out", data,
-                     "--set", "n_codes=32")
+    result = run_cli(
+        "preprocess",
+        "--sequences",
+        sequences,
+        "--items",
+        toys_dir / "items.tsv",
+        "--features",
+        f"image={toys_dir / 'image_clip_vitb32.npy'}",
+        "--features",
+        f"text={toys_dir / 'text_clip_vitb32.npy'}",
+        "--out",
+        data,
+        "--set",
+        "n_codes=32",
+    )
     assert result.exit_code == 0, result.output
     result = run_cli("train", "--data", data, "--out", run, "--epochs", "1")
     assert result.exit_code == 0, result.output

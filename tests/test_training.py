@@ -1,4 +1,5 @@
 """Training, evaluation, checkpoints, resume and recommend."""
+
 import importlib
 import json
 import os
@@ -38,8 +39,9 @@ def tiny_config(**overrides) -> TrainConfig:
 
 def assert_named_error(result, message: str, exit_code: int = 2) -> None:
     """A CLI call that failed with the user's error `message` and no traceback."""
-    assert result.exit_code == exit_code and message in result.output and "Traceback" not in result.output, \
+    assert result.exit_code == exit_code and message in result.output and "Traceback" not in result.output, (
         result.output
+    )
 
 
 def run_train(data: Path, out: Path, **overrides) -> dict:
@@ -48,11 +50,16 @@ def run_train(data: Path, out: Path, **overrides) -> dict:
 
 # ---- metrics -------------------------------------------------------------------------------------------------
 
+
 def test_pessimistic_rank_and_metrics_by_hand():
     inf = float("-inf")
-    scores = torch.tensor([[inf, 0.9, 0.5, 0.5, 0.1],   # target 2 ties with item 3: ranked below it -> rank 2
-                           [inf, 0.9, 0.5, 0.5, 0.1],   # target 1: best -> rank 0
-                           [inf, 0.9, 0.5, 0.5, 0.1]])  # target 4: last of 4 real items -> rank 3
+    scores = torch.tensor(
+        [
+            [inf, 0.9, 0.5, 0.5, 0.1],  # target 2 ties with item 3: ranked below it -> rank 2
+            [inf, 0.9, 0.5, 0.5, 0.1],  # target 1: best -> rank 0
+            [inf, 0.9, 0.5, 0.5, 0.1],
+        ]
+    )  # target 4: last of 4 real items -> rank 3
     ranks = pessimistic_rank(scores, torch.tensor([2, 1, 4]))
     assert ranks.tolist() == [2, 0, 3]
     sums = metric_sums(ranks, ks=(1, 3, 20))
@@ -87,6 +94,7 @@ def test_constant_score_model_gets_nothing_for_free(tiny_data):
 
 # ---- training ------------------------------------------------------------------------------------------------
 
+
 def test_training_learns_and_beats_popularity(tiny_data, tmp_path):
     results = run_train(tiny_data, tmp_path / "run", epochs=5, patience=5)
     # 1.22 to 1.28 times popularity's over training seeds; an untrained model is far below it
@@ -99,8 +107,16 @@ def test_training_learns_and_beats_popularity(tiny_data, tmp_path):
 
 
 def test_sasrec_trains_through_the_same_harness(tiny_data, tmp_path):
-    results = run_train(tiny_data, tmp_path / "run", model="sasrec", n_layers=2, epochs=3, dropout=0.1,
-                        attn_dropout=0.1, train_on="positions")
+    results = run_train(
+        tiny_data,
+        tmp_path / "run",
+        model="sasrec",
+        n_layers=2,
+        epochs=3,
+        dropout=0.1,
+        attn_dropout=0.1,
+        train_on="positions",
+    )
     assert results["test"]["ndcg@10"] > results["popularity_test"]["ndcg@10"]
     _, _, model = load_run(tmp_path / "run")
     assert type(model).__name__ == "SASRec"
@@ -108,6 +124,7 @@ def test_sasrec_trains_through_the_same_harness(tiny_data, tmp_path):
 
 def test_missing_modality_setting_drops_codes(tiny_data, tmp_path):
     from mmsr_dgl.training.run import load_data
+
     full = load_data(tiny_config(), tiny_data)
     half = load_data(tiny_config(missing_modality="image", missing_rate=0.5), tiny_data)
     lost = (full.codes["image"][:, 0] >= 0) & (half.codes["image"][:, 0] < 0)
@@ -126,6 +143,7 @@ def test_evaluation_reads_item_codes_from_the_evaluated_data(tiny_data, tmp_path
     import dataclasses
 
     from mmsr_dgl.training import evaluate
+
     run_train(tiny_data, tmp_path / "run", epochs=1, item_repr="id+codes")
     _, data, model = load_run(tmp_path / "run")
     full = evaluate(model, data, "valid")
@@ -148,10 +166,14 @@ def test_same_seed_same_metrics(tiny_data, tmp_path):
 
 def test_early_stopping_uses_validation_only(tiny_data, tmp_path, monkeypatch):
     from mmsr_dgl.training import trainer
+
     calls = []
     real = trainer.evaluate
-    monkeypatch.setattr(trainer, "evaluate", lambda model, data, split, *a, **k: (
-        calls.append(split), real(model, data, split, *a, **k))[1])
+    monkeypatch.setattr(
+        trainer,
+        "evaluate",
+        lambda model, data, split, *a, **k: (calls.append(split), real(model, data, split, *a, **k))[1],
+    )
     results = run_train(tiny_data, tmp_path / "run", epochs=30, patience=1, lr=0.05)
     history = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert results["stopped_early"] and len(history) < 30
@@ -163,11 +185,28 @@ def test_early_stopping_uses_validation_only(tiny_data, tmp_path, monkeypatch):
 def test_resume_after_kill_matches_a_straight_run(tiny_data, tmp_path):
     straight = run_train(tiny_data, tmp_path / "straight", epochs=4, patience=4)
     run_dir = tmp_path / "killed"
-    args = [sys.executable, "-m", "cli.main", "train", "--data", str(tiny_data), "--out", str(run_dir),
-            "--set", "dim=32", "--set", "patience=4", "--set", "batch_size=128", "--set", "lr=0.003",
-            "--epochs", "4", "--no-progress"]
-    proc = subprocess.Popen(args, cwd=Path(__file__).parents[1], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    args = [
+        sys.executable,
+        "-m",
+        "cli.main",
+        "train",
+        "--data",
+        str(tiny_data),
+        "--out",
+        str(run_dir),
+        "--set",
+        "dim=32",
+        "--set",
+        "patience=4",
+        "--set",
+        "batch_size=128",
+        "--set",
+        "lr=0.003",
+        "--epochs",
+        "4",
+        "--no-progress",
+    ]
+    proc = subprocess.Popen(args, cwd=Path(__file__).parents[1], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     metrics = run_dir / "metrics.jsonl"
     deadline = time.time() + 120
     while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 1):
@@ -175,8 +214,9 @@ def test_resume_after_kill_matches_a_straight_run(tiny_data, tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (run_dir / "results.json").exists(), "the run finished before it could be killed"
-    resumed = train(tiny_config(epochs=4, patience=4), tiny_data, run_dir, resume=True, echo=lambda m: None,
-                    progress=False)
+    resumed = train(
+        tiny_config(epochs=4, patience=4), tiny_data, run_dir, resume=True, echo=lambda m: None, progress=False
+    )
     assert resumed["test"] == straight["test"]
     assert resumed["valid"] == straight["valid"]
 
@@ -194,27 +234,32 @@ def test_resume_before_the_first_checkpoint_starts_again(tiny_data, tmp_path):
 def test_resume_with_more_epochs_and_other_threads_recomputes_the_results(tiny_data, tmp_path):
     first = run_train(tiny_data, tmp_path / "run", epochs=1)
     assert TrainConfig().threads != 1
-    more = train(tiny_config(epochs=3, threads=1), tiny_data, tmp_path / "run", resume=True, echo=lambda m: None,
-                 progress=False)
+    more = train(
+        tiny_config(epochs=3, threads=1), tiny_data, tmp_path / "run", resume=True, echo=lambda m: None, progress=False
+    )
     assert first["epochs_run"] == 1 and more["epochs_run"] == 3
     assert json.loads((tmp_path / "run" / "results.json").read_text())["epochs_run"] == 3
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--data", "nowhere"], "nowhere"),
-    (["--device", "cuda"], "--device cuda"),
-    (["--set", "modalities=[video]"], "setting 'modalities'"),
-    (["--set", "missing_modality=video"], "modality 'video'"),
-    (["--set", "seed=-1"], "setting 'seed'"),
-    (["--set", "dim=100000000"], "GiB"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--data", "nowhere"], "nowhere"),
+        (["--device", "cuda"], "--device cuda"),
+        (["--set", "modalities=[video]"], "setting 'modalities'"),
+        (["--set", "missing_modality=video"], "modality 'video'"),
+        (["--set", "seed=-1"], "setting 'seed'"),
+        (["--set", "dim=100000000"], "GiB"),
+    ],
+)
 def test_overwrite_keeps_the_old_run_until_everything_is_checked(tiny_data, tmp_path, args, message):
     run = tmp_path / "run"
     run_train(tiny_data, run, epochs=1)
     before = {p.name: p.read_bytes() for p in run.iterdir()}
     args = [str(tmp_path / a) if a == "nowhere" else a for a in args]
-    result = CliRunner().invoke(main, ["train", "--data", str(tiny_data), "--out", str(run), "--overwrite",
-                                       "--epochs", "1", *args])
+    result = CliRunner().invoke(
+        main, ["train", "--data", str(tiny_data), "--out", str(run), "--overwrite", "--epochs", "1", *args]
+    )
     assert_named_error(result, message)
     assert {p.name: p.read_bytes() for p in run.iterdir()} == before
 
@@ -223,8 +268,9 @@ def test_overwrite_replaces_the_run_new_files_first(tiny_data, tmp_path):
     run = tmp_path / "run"
     run_train(tiny_data, run, epochs=2)
     first = (run / "metrics.jsonl").read_text().splitlines()
-    result = CliRunner().invoke(main, ["train", "--data", str(tiny_data), "--out", str(run), "--overwrite",
-                                       "--epochs", "1", "--set", "dim=16"])
+    result = CliRunner().invoke(
+        main, ["train", "--data", str(tiny_data), "--out", str(run), "--overwrite", "--epochs", "1", "--set", "dim=16"]
+    )
     assert result.exit_code == 0, result.output
     assert len(first) == 2 and len((run / "metrics.jsonl").read_text().splitlines()) == 1
     assert load_run(run)[0].dim == 16 and (run / "train.log").read_text().count("training mmsr") == 1
@@ -250,13 +296,15 @@ def test_train_refuses_a_dataset_folder_as_out_and_data_without_training_samples
 def test_resume_refuses_changed_settings(tiny_data, tmp_path):
     run_train(tiny_data, tmp_path / "run", epochs=1)
     with pytest.raises(UserError, match="differ.*dim"):
-        train(tiny_config(epochs=2, dim=16), tiny_data, tmp_path / "run", resume=True, echo=lambda m: None,
-              progress=False)
+        train(
+            tiny_config(epochs=2, dim=16), tiny_data, tmp_path / "run", resume=True, echo=lambda m: None, progress=False
+        )
     with pytest.raises(UserError, match="already holds a run"):
         run_train(tiny_data, tmp_path / "run", epochs=1)
 
 
 # ---- checkpoints ---------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def trained_run(tiny_data, tmp_path_factory) -> Path:
@@ -309,8 +357,9 @@ def test_large_catalogues_are_scored_in_smaller_batches_with_the_same_ranks(trai
     monkeypatch.setattr(evaluation, "SCORES_AT_ONCE", 7 * data.n_items)  # 7 users' scores at a time
     assert evaluation.scoring_batch_size(1024, data.n_items) == 7
     assert torch.equal(evaluation.target_ranks(model, data, "test", exclude_seen=True), whole)
-    assert torch.equal(evaluation.fixed_ranking_ranks(data.train_popularity(), data, "test", exclude_seen=True),
-                       popular)
+    assert torch.equal(
+        evaluation.fixed_ranking_ranks(data.train_popularity(), data, "test", exclude_seen=True), popular
+    )
 
 
 def test_evaluate_ratio_split(tmp_path):
@@ -322,10 +371,12 @@ def test_evaluate_ratio_split(tmp_path):
 
 # ---- recommend -----------------------------------------------------------------------------------------------
 
+
 def test_recommend_writes_top_k_without_seen_items(trained_run, tmp_path):
     out = tmp_path / "recs.tsv"
-    result = CliRunner().invoke(main, ["recommend", "--run", str(trained_run), "--k", "7", "--out", str(out),
-                                       "--exclude-seen"])
+    result = CliRunner().invoke(
+        main, ["recommend", "--run", str(trained_run), "--k", "7", "--out", str(out), "--exclude-seen"]
+    )
     assert result.exit_code == 0, result.output
     _, data, _ = load_run(trained_run)
     rows = [line.split("\t") for line in out.read_text().splitlines()[1:]]
@@ -347,11 +398,11 @@ def test_seen_items_are_excluded_by_default_only_where_nobody_repeats_an_item(ti
     assert run_train(tiny_data, tmp_path / "again", epochs=1)["exclude_seen"] is False
     rng = np.random.default_rng(0)
     sequences = tmp_path / "sequences.txt"
-    sequences.write_text("".join(f"{u} {' '.join(map(str, rng.choice(np.arange(1, 30), 6, replace=False)))}\n"
-                                 for u in range(60)))
+    sequences.write_text(
+        "".join(f"{u} {' '.join(map(str, rng.choice(np.arange(1, 30), 6, replace=False)))}\n" for u in range(60))
+    )
     once = tmp_path / "once"
-    preprocess(PreprocessConfig(k_core=0, n_codes=4, pca_dim=4), Inputs(sequences=sequences), once,
-               log=lambda m: None)
+    preprocess(PreprocessConfig(k_core=0, n_codes=4, pca_dim=4), Inputs(sequences=sequences), once, log=lambda m: None)
     assert not load_processed(once).repeats_items()
     assert run_train(once, tmp_path / "excluded", epochs=1)["exclude_seen"] is True
     assert run_train(once, tmp_path / "kept", epochs=1, exclude_seen=False)["exclude_seen"] is False
@@ -362,8 +413,9 @@ def test_exclude_seen_covers_histories_longer_than_max_len(tmp_path):
     preprocess(PreprocessConfig(**TINY, max_len=3), Inputs(synthetic=True), data_dir, log=lambda m: None)
     run_train(data_dir, tmp_path / "run", epochs=1)
     out = tmp_path / "recs.jsonl"
-    result = CliRunner().invoke(main, ["recommend", "--run", str(tmp_path / "run"), "--k", "20", "--out", str(out),
-                                       "--exclude-seen"])
+    result = CliRunner().invoke(
+        main, ["recommend", "--run", str(tmp_path / "run"), "--k", "20", "--out", str(out), "--exclude-seen"]
+    )
     assert result.exit_code == 0, result.output
     _, data, _ = load_run(tmp_path / "run")
     asin_to_id = {a: i for i, a in enumerate(data.item_asin.tolist())}
@@ -377,24 +429,33 @@ def test_recommend_jsonl_for_listed_users(trained_run, tmp_path):
     users = tmp_path / "users.txt"
     users.write_text("3\n1\n")
     out = tmp_path / "recs.jsonl"
-    result = CliRunner().invoke(main, ["recommend", "--run", str(trained_run), "--k", "4", "--out", str(out),
-                                       "--users", str(users)])
+    result = CliRunner().invoke(
+        main, ["recommend", "--run", str(trained_run), "--k", "4", "--out", str(out), "--users", str(users)]
+    )
     assert result.exit_code == 0, result.output
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert [line["user"] for line in lines] == ["3", "1"] and all(len(line["items"]) == 4 for line in lines)
     users.write_text("1\nnobody\n")
-    result = CliRunner().invoke(main, ["recommend", "--run", str(trained_run), "--out", str(out),
-                                       "--users", str(users)])
+    result = CliRunner().invoke(
+        main, ["recommend", "--run", str(trained_run), "--out", str(out), "--users", str(users)]
+    )
     assert result.exit_code != 0 and "line 2: unknown user 'nobody'" in result.output
 
 
 # ---- CLI errors ----------------------------------------------------------------------------------------------
 
+
 def test_model_specific_settings_default_to_the_chosen_model():
     from mmsr_dgl.config import build_config
+
     sasrec = build_config(TrainConfig, overrides=["model=sasrec"])
-    assert (sasrec.n_layers, sasrec.n_heads, sasrec.dropout, sasrec.attn_dropout, sasrec.temperature) == (1, 1, 0.2,
-                                                                                                        0.2, 0.0)
+    assert (sasrec.n_layers, sasrec.n_heads, sasrec.dropout, sasrec.attn_dropout, sasrec.temperature) == (
+        1,
+        1,
+        0.2,
+        0.2,
+        0.0,
+    )
     assert (sasrec.n_negatives, sasrec.train_on, sasrec.batch_size) == (0, "sequences", 128)
     mmsr = build_config(TrainConfig)
     assert (mmsr.n_layers, mmsr.dropout, mmsr.attn_dropout, mmsr.temperature) == (1, 0.2, 0.1, 0.1)
@@ -404,21 +465,25 @@ def test_model_specific_settings_default_to_the_chosen_model():
 
 def test_scientific_notation_settings_parse():
     from mmsr_dgl.config import build_config
+
     assert build_config(TrainConfig, overrides=["lr=1e-3", "weight_decay=5E-5"]).lr == 0.001
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--set", "dimm=3"], "unknown setting"),
-    (["--set", "dim=abc"], "expected an integer"),
-    (["--set", "fusion=magic"], "is not one of"),
-    (["--set", "lr=abc"], "expected a finite number"),
-    (["--set", "pool_weight=0.5"], "unknown setting"),
-    (["--set", "lr_schedule=cosine"], "unknown setting"),
-    (["--set", "code_init=random"], "unknown setting"),
-    (["--set", "readout=ensemble"], "is not one of"),
-    (["--set", "readout=mixture_gated"], "is not one of"),
-    (["--device", "cuda"], "--device cuda"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--set", "dimm=3"], "unknown setting"),
+        (["--set", "dim=abc"], "expected an integer"),
+        (["--set", "fusion=magic"], "is not one of"),
+        (["--set", "lr=abc"], "expected a finite number"),
+        (["--set", "pool_weight=0.5"], "unknown setting"),
+        (["--set", "lr_schedule=cosine"], "unknown setting"),
+        (["--set", "code_init=random"], "unknown setting"),
+        (["--set", "readout=ensemble"], "is not one of"),
+        (["--set", "readout=mixture_gated"], "is not one of"),
+        (["--device", "cuda"], "--device cuda"),
+    ],
+)
 def test_train_cli_rejects_bad_settings(tiny_data, tmp_path, args, message):
     result = CliRunner().invoke(main, ["train", "--data", str(tiny_data), "--out", str(tmp_path / "r"), *args])
     assert_named_error(result, message)
@@ -427,6 +492,7 @@ def test_train_cli_rejects_bad_settings(tiny_data, tmp_path, args, message):
 def copy_run(trained_run: Path, to: Path, config_edit=None, checkpoint_edit=None) -> Path:
     """A copy of `trained_run` (config.yaml and best.pt), with its YAML payload or checkpoint state edited."""
     import yaml
+
     to.mkdir()
     payload = yaml.safe_load((trained_run / "config.yaml").read_text())
     if config_edit:
@@ -444,12 +510,18 @@ def test_the_copy_of_a_run_loads_unedited(trained_run, tmp_path):
     assert result.exit_code == 0, result.output
 
 
-@pytest.mark.parametrize("edit, fragments", [
-    (lambda c: c.update(pool_weight=0.5), ["unknown setting 'pool_weight'"]),
-    (lambda c: c.update(lr_schedule="constant", code_init="centroids"), ["unknown setting 'code_init', 'lr_schedule'"]),
-    (lambda c: c.pop("item_repr"), ["missing setting 'item_repr'"]),
-    (lambda c: c.update(readout="ensemble"), ["setting 'readout'", "'ensemble' is not one of"]),
-])
+@pytest.mark.parametrize(
+    "edit, fragments",
+    [
+        (lambda c: c.update(pool_weight=0.5), ["unknown setting 'pool_weight'"]),
+        (
+            lambda c: c.update(lr_schedule="constant", code_init="centroids"),
+            ["unknown setting 'code_init', 'lr_schedule'"],
+        ),
+        (lambda c: c.pop("item_repr"), ["missing setting 'item_repr'"]),
+        (lambda c: c.update(readout="ensemble"), ["setting 'readout'", "'ensemble' is not one of"]),
+    ],
+)
 def test_a_run_of_an_earlier_version_is_refused_clearly(trained_run, tmp_path, edit, fragments):
     run_dir = copy_run(trained_run, tmp_path / "old", config_edit=lambda payload: edit(payload["config"]))
     with pytest.raises(UserError) as err:
@@ -464,8 +536,11 @@ def test_a_run_of_an_earlier_version_is_refused_clearly(trained_run, tmp_path, e
 
 def test_a_checkpoint_of_an_earlier_format_is_refused_clearly(trained_run, tmp_path):
     run_dir = copy_run(trained_run, tmp_path / "old", checkpoint_edit=lambda state: state.update(format=1))
-    with pytest.raises(UserError, match=r"best.pt: checkpoint format 1 \(this version reads 2\); made by an earlier "
-                                        r"version of mmsr-dgl, train again"):
+    with pytest.raises(
+        UserError,
+        match=r"best.pt: checkpoint format 1 \(this version reads 2\); made by an earlier "
+        r"version of mmsr-dgl, train again",
+    ):
         load_checkpoint(run_dir / "best.pt")
     result = CliRunner().invoke(main, ["evaluate", "--run", str(run_dir)])
     assert_named_error(result, "train again")
@@ -484,6 +559,7 @@ def test_resume_refuses_a_checkpoint_of_an_earlier_format(tiny_data, tmp_path):
 
 def test_a_run_on_changed_data_is_refused(trained_run, tiny_data, tmp_path):
     from mmsr_dgl.data.preprocess import data_fingerprint
+
     manifest = json.loads((Path(tiny_data) / "manifest.json").read_text())
     assert data_fingerprint(manifest["settings"], manifest["inputs"]) == manifest["fingerprint"]
     changed = data_fingerprint({**manifest["settings"], "n_codes": 7}, manifest["inputs"])
@@ -495,6 +571,7 @@ def test_a_run_on_changed_data_is_refused(trained_run, tiny_data, tmp_path):
 def test_a_full_disk_mid_training_is_a_clear_error(tiny_data, tmp_path, monkeypatch):
     """The first checkpoint is written, the second finds the disk full: a one-line error, no temporary file left."""
     import errno
+
     real, calls = torch.save, []
 
     def save(obj, path, *args, **kwargs):
@@ -505,8 +582,9 @@ def test_a_full_disk_mid_training_is_a_clear_error(tiny_data, tmp_path, monkeypa
 
     monkeypatch.setattr(torch, "save", save)
     run = tmp_path / "run"
-    result = CliRunner().invoke(main, ["train", "--data", str(tiny_data), "--out", str(run), "--epochs", "2",
-                                       "--set", "dim=16"])
+    result = CliRunner().invoke(
+        main, ["train", "--data", str(tiny_data), "--out", str(run), "--epochs", "2", "--set", "dim=16"]
+    )
     assert result.exit_code == 2 and "No space left on device" in result.output
     assert "Traceback" not in result.output and len(calls) == 2
     assert not [p for p in run.iterdir() if ".tmp-" in p.name]
@@ -515,8 +593,10 @@ def test_a_full_disk_mid_training_is_a_clear_error(tiny_data, tmp_path, monkeypa
 def test_recommend_and_train_name_bad_arguments(trained_run, tmp_path):
     (tmp_path / "folder").mkdir()
     (tmp_path / "users.txt").write_bytes(b"\xff\xfe1\n")
-    for args, message in ((["--out", tmp_path / "folder"], "is a directory"),
-                          (["--out", tmp_path / "r.tsv", "--users", tmp_path / "users.txt"], "line 1: not UTF-8")):
+    for args, message in (
+        (["--out", tmp_path / "folder"], "is a directory"),
+        (["--out", tmp_path / "r.tsv", "--users", tmp_path / "users.txt"], "line 1: not UTF-8"),
+    ):
         result = CliRunner().invoke(main, ["recommend", "--run", str(trained_run), *map(str, args)])
         assert_named_error(result, message)
     with pytest.raises(UserError, match="setting 'lr'"):
@@ -526,15 +606,27 @@ def test_recommend_and_train_name_bad_arguments(trained_run, tmp_path):
     _, data, _ = load_run(trained_run)
     first, second = data.user_ids[:2].tolist()
     (tmp_path / "twice.txt").write_text(f"{first}\n{second}\n{first}\n")
-    result = CliRunner().invoke(main, ["recommend", "--run", str(trained_run), "--out", str(tmp_path / "r.tsv"),
-                                       "--users", str(tmp_path / "twice.txt")])
+    result = CliRunner().invoke(
+        main,
+        [
+            "recommend",
+            "--run",
+            str(trained_run),
+            "--out",
+            str(tmp_path / "r.tsv"),
+            "--users",
+            str(tmp_path / "twice.txt"),
+        ],
+    )
     assert result.exit_code == 0 and "for 2 users" in result.output
 
 
 def test_resume_reads_the_runs_own_settings_and_a_finished_run_says_so(tiny_data, tmp_path):
     run = tmp_path / "run"
-    first = CliRunner().invoke(main, ["train", "--data", str(tiny_data), "--out", str(run), "--epochs", "1",
-                                      "--set", "dim=16", "--set", "lr=0.003"])
+    first = CliRunner().invoke(
+        main,
+        ["train", "--data", str(tiny_data), "--out", str(run), "--epochs", "1", "--set", "dim=16", "--set", "lr=0.003"],
+    )
     assert first.exit_code == 0, first.output
     more = CliRunner().invoke(main, ["train", "--out", str(run), "--resume", "--epochs", "2", "--threads", "1"])
     assert more.exit_code == 0, more.output
@@ -553,13 +645,15 @@ def test_a_run_whose_dataset_moved_is_pointed_at_it(trained_run, tiny_data, tmp_
     assert lost.exit_code == 2 and "is not there (moved or deleted?)" in lost.output and "--data" in lost.output
     found = CliRunner().invoke(main, ["evaluate", "--run", str(run), "--data", str(tiny_data)])
     assert found.exit_code == 0, found.output
-    recommended = CliRunner().invoke(main, ["recommend", "--run", str(run), "--data", str(tiny_data), "--out",
-                                            str(tmp_path / "top.tsv")])
+    recommended = CliRunner().invoke(
+        main, ["recommend", "--run", str(run), "--data", str(tiny_data), "--out", str(tmp_path / "top.tsv")]
+    )
     assert recommended.exit_code == 0 and (tmp_path / "top.tsv").is_file()
 
 
 def test_progress_lines_when_there_is_no_progress_bar(tiny_data, tmp_path, monkeypatch):
     import mmsr_dgl.training.trainer as trainer
+
     monkeypatch.setattr(trainer, "PROGRESS_SECONDS", 0.0)
     lines = []
     train(tiny_config(epochs=1), tiny_data, tmp_path / "run", echo=lines.append, progress=False)
@@ -568,8 +662,20 @@ def test_progress_lines_when_there_is_no_progress_bar(tiny_data, tmp_path, monke
 
 
 def test_sasrec_trains_on_whole_sequences_with_a_sampled_softmax(tiny_data, tmp_path):
-    results = run_train(tiny_data, tmp_path / "run", model="sasrec", n_layers=1, n_heads=1, dropout=0.2,
-                        attn_dropout=0.2, n_negatives=64, train_on="sequences", epochs=20, patience=20, lr=3e-3)
+    results = run_train(
+        tiny_data,
+        tmp_path / "run",
+        model="sasrec",
+        n_layers=1,
+        n_heads=1,
+        dropout=0.2,
+        attn_dropout=0.2,
+        n_negatives=64,
+        train_on="sequences",
+        epochs=20,
+        patience=20,
+        lr=3e-3,
+    )
     assert results["test"]["ndcg@10"] > 1.1 * results["popularity_test"]["ndcg@10"]
     with pytest.raises(UserError, match="'train_on'"):
         tiny_config(train_on="sequences").validate()

@@ -1,4 +1,5 @@
 """Reading a user's files, preprocessing them into a graph-ready dataset, and loading that dataset."""
+
 from .dataset import ProcessedData, load_processed
 from .preprocess import PreprocessConfig, preprocess
 

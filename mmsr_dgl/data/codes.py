@@ -1,4 +1,5 @@
 """Modality codes: PCA-reduce an item feature matrix, cluster it, link each item to its nearest centroids."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -18,8 +19,17 @@ class ModalityCodes:
     stats: dict
 
 
-def fit_codes(features: np.ndarray, present: np.ndarray, fit_rows: np.ndarray, *, pca_dim: int, n_codes: int,
-              codes_per_item: int, normalize: bool, seed: int) -> ModalityCodes:
+def fit_codes(
+    features: np.ndarray,
+    present: np.ndarray,
+    fit_rows: np.ndarray,
+    *,
+    pca_dim: int,
+    n_codes: int,
+    codes_per_item: int,
+    normalize: bool,
+    seed: int,
+) -> ModalityCodes:
     """Codes for every present item; PCA and k-means are fitted on `fit_rows` only.
 
     features: float32 [n_items + 1, dim], row 0 (padding) unused.
@@ -59,8 +69,12 @@ def fit_codes(features: np.ndarray, present: np.ndarray, fit_rows: np.ndarray, *
         "reduced_dim": int(dim),
         "pca_explained_variance": round(float(pca.explained_variance_ratio_.sum()), 4),
         "kmeans_inertia": round(float(kmeans.inertia_), 4),
-        "items_per_nearest_code": {"min": int(sizes.min()), "median": float(np.median(sizes)),
-                                   "max": int(sizes.max()), "empty_codes": int((sizes == 0).sum())},
+        "items_per_nearest_code": {
+            "min": int(sizes.min()),
+            "median": float(np.median(sizes)),
+            "max": int(sizes.max()),
+            "empty_codes": int((sizes == 0).sum()),
+        },
     }
     return ModalityCodes(codes=codes, centroids=centroids, reduced=reduced_all, stats=stats)
 
@@ -69,15 +83,15 @@ def _nearest(x: np.ndarray, centroids: np.ndarray, k: int, rows: int = 4096) -> 
     """[n, k]: each row's k nearest centroids, nearest first (ties: the lower index); in blocks of `rows`, so that
     memory is rows x n_codes rather than n x n_codes."""
     nearest = np.empty((len(x), k), dtype=np.int64)
-    squared = (centroids ** 2).sum(1)
+    squared = (centroids**2).sum(1)
     for start in range(0, len(x), rows):
-        block = x[start:start + rows]
-        dist = (block ** 2).sum(1, keepdims=True) - 2 * block @ centroids.T + squared  # squared distances
+        block = x[start : start + rows]
+        dist = (block**2).sum(1, keepdims=True) - 2 * block @ centroids.T + squared  # squared distances
         if k == 1:
-            nearest[start:start + rows, 0] = dist.argmin(1)
+            nearest[start : start + rows, 0] = dist.argmin(1)
             continue
         part = np.argpartition(dist, k - 1, axis=1)[:, :k]  # the k nearest, in no order
         part.sort(axis=1)  # so that equal distances keep the lower index first below
         order = np.argsort(np.take_along_axis(dist, part, 1), axis=1, kind="stable")
-        nearest[start:start + rows] = np.take_along_axis(part, order, 1)
+        nearest[start : start + rows] = np.take_along_axis(part, order, 1)
     return nearest

@@ -1,4 +1,5 @@
 """Loading a preprocessed dataset directory and slicing sample inputs out of it."""
+
 from __future__ import annotations
 
 import json
@@ -62,16 +63,17 @@ class ProcessedData:
         return fingerprint == self.manifest["fingerprint"]
 
     def history(self, user: int) -> np.ndarray:
-        return self.seq_items[self.seq_offsets[user]:self.seq_offsets[user + 1]]
+        return self.seq_items[self.seq_offsets[user] : self.seq_offsets[user + 1]]
 
-    def inputs(self, users: np.ndarray, ends: np.ndarray | None = None, full: bool = False,
-               window: int | None = None) -> list[np.ndarray]:
+    def inputs(
+        self, users: np.ndarray, ends: np.ndarray | None = None, full: bool = False, window: int | None = None
+    ) -> list[np.ndarray]:
         """The last `window` (default `max_len`) items, or all of them if `full`, before position `ends[i]` of
         each user's history (before its end if `ends` is None)."""
         starts = self.seq_offsets[users]
         stops = self.seq_offsets[users + 1] if ends is None else starts + ends
         width = window or self.max_len
-        return [self.seq_items[a if full else max(a, b - width):b] for a, b in zip(starts, stops)]
+        return [self.seq_items[a if full else max(a, b - width) : b] for a, b in zip(starts, stops)]
 
     def targets(self, split: str) -> np.ndarray:
         users, positions = self.splits[split]
@@ -88,8 +90,10 @@ class ProcessedData:
         n_rows = len(self.codes[modality])
         dropped = np.random.default_rng([seed, n_rows]).random(n_rows) < rate  # [n_items + 1]
         self.codes = {**self.codes, modality: np.where(dropped[:, None], -1, self.codes[modality]).astype(np.int32)}
-        self.features = {**self.features,
-                         modality: np.where(dropped[:, None], 0, self.features[modality]).astype(np.float32)}
+        self.features = {
+            **self.features,
+            modality: np.where(dropped[:, None], 0, self.features[modality]).astype(np.float32),
+        }
 
     def repeats_items(self) -> bool:
         """Whether some user's history holds an item more than once."""
@@ -120,11 +124,15 @@ def load_processed(path: str | Path) -> ProcessedData:
     if not isinstance(version, int):
         raise UserError(f"{path / MANIFEST}: not an mmsr-dgl dataset manifest")
     if version < FORMAT_VERSION:
-        raise UserError(f"{path}: dataset format {version} was made by an earlier version of mmsr-dgl (this "
-                        f"version reads format {FORMAT_VERSION}); run `mmsr-dgl preprocess --out {path}` again")
+        raise UserError(
+            f"{path}: dataset format {version} was made by an earlier version of mmsr-dgl (this "
+            f"version reads format {FORMAT_VERSION}); run `mmsr-dgl preprocess --out {path}` again"
+        )
     if version > FORMAT_VERSION:
-        raise UserError(f"{path}: dataset format {version} was made by a newer mmsr-dgl (this version reads "
-                        f"format {FORMAT_VERSION}); upgrade mmsr-dgl or preprocess again")
+        raise UserError(
+            f"{path}: dataset format {version} was made by a newer mmsr-dgl (this version reads "
+            f"format {FORMAT_VERSION}); upgrade mmsr-dgl or preprocess again"
+        )
     again = f"run the same `mmsr-dgl preprocess` again (it rebuilds {DATA_FILE})"
     expected = manifest.get("data_file") or {}
     if not (path / DATA_FILE).is_file() or (path / DATA_FILE).stat().st_size != expected.get("bytes"):
@@ -135,16 +143,27 @@ def load_processed(path: str | Path) -> ProcessedData:
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
         raise UserError(f"{path / DATA_FILE}: cannot be read ({err}); {again}") from None
     modalities = manifest["modalities"]
-    needed = ["user_ids", "item_ids", "seq_offsets", "seq_items",
-              *(f"{s}_{a}" for s in SPLITS for a in ("user", "pos")),
-              *(f"{kind}_{m}" for m in modalities for kind in ("codes", "centroids", "features"))]
+    needed = [
+        "user_ids",
+        "item_ids",
+        "seq_offsets",
+        "seq_items",
+        *(f"{s}_{a}" for s in SPLITS for a in ("user", "pos")),
+        *(f"{kind}_{m}" for m in modalities for kind in ("codes", "centroids", "features")),
+    ]
     missing = [name for name in needed if name not in arrays]
     if missing:
         raise UserError(f"{path / DATA_FILE}: lacks the arrays {', '.join(missing)} (damaged?); {again}")
     return ProcessedData(
-        path=path, manifest=manifest, user_ids=arrays["user_ids"], item_ids=arrays["item_ids"],
-        item_asin=arrays.get("item_asin"), seq_offsets=arrays["seq_offsets"], seq_items=arrays["seq_items"],
+        path=path,
+        manifest=manifest,
+        user_ids=arrays["user_ids"],
+        item_ids=arrays["item_ids"],
+        item_asin=arrays.get("item_asin"),
+        seq_offsets=arrays["seq_offsets"],
+        seq_items=arrays["seq_items"],
         splits={s: (arrays[f"{s}_user"].astype(np.int64), arrays[f"{s}_pos"].astype(np.int64)) for s in SPLITS},
         codes={m: arrays[f"codes_{m}"] for m in modalities},
         centroids={m: arrays[f"centroids_{m}"] for m in modalities},
-        features={m: arrays[f"features_{m}"] for m in modalities})
+        features={m: arrays[f"features_{m}"] for m in modalities},
+    )

@@ -1,4 +1,5 @@
 """`mmsr-dgl preprocess`: raw files (or the synthetic default) -> a cached, graph-ready dataset directory."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -51,29 +52,44 @@ class PreprocessConfig:
     synthetic_seed: int = SyntheticSpec.seed
 
     def validate(self) -> None:
-        checks = {"k_core": self.k_core >= 0, "max_len": 1 <= self.max_len <= MAX_LEN, "pca_dim": self.pca_dim >= 1,
-                  "n_codes": self.n_codes >= 0, "codes_per_item": self.codes_per_item >= 1,
-                  "test_ratio": 0 < self.test_ratio < 1, "synthetic_users": 1 <= self.synthetic_users <= 10 ** 6,
-                  "synthetic_items": 10 ** 6 >= self.synthetic_items >= self.synthetic_groups >= 4,
-                  "synthetic_styles": 1 <= self.synthetic_styles <= 10 ** 3,
-                  "synthetic_mean_length": 5 <= self.synthetic_mean_length <= 10 ** 3,
-                  "synthetic_stay": 0 <= self.synthetic_stay <= 1, "synthetic_noise": self.synthetic_noise >= 0,
-                  "synthetic_missing_image": 0 <= self.synthetic_missing_image < 1,
-                  "synthetic_missing_text": 0 <= self.synthetic_missing_text < 1,
-                  "seed": 0 <= self.seed < 2 ** 32, "synthetic_seed": 0 <= self.synthetic_seed < 2 ** 32}
+        checks = {
+            "k_core": self.k_core >= 0,
+            "max_len": 1 <= self.max_len <= MAX_LEN,
+            "pca_dim": self.pca_dim >= 1,
+            "n_codes": self.n_codes >= 0,
+            "codes_per_item": self.codes_per_item >= 1,
+            "test_ratio": 0 < self.test_ratio < 1,
+            "synthetic_users": 1 <= self.synthetic_users <= 10**6,
+            "synthetic_items": 10**6 >= self.synthetic_items >= self.synthetic_groups >= 4,
+            "synthetic_styles": 1 <= self.synthetic_styles <= 10**3,
+            "synthetic_mean_length": 5 <= self.synthetic_mean_length <= 10**3,
+            "synthetic_stay": 0 <= self.synthetic_stay <= 1,
+            "synthetic_noise": self.synthetic_noise >= 0,
+            "synthetic_missing_image": 0 <= self.synthetic_missing_image < 1,
+            "synthetic_missing_text": 0 <= self.synthetic_missing_text < 1,
+            "seed": 0 <= self.seed < 2**32,
+            "synthetic_seed": 0 <= self.synthetic_seed < 2**32,
+        }
         for name, ok in checks.items():
             if not ok:
                 raise UserError(f"setting '{name}': value {getattr(self, name)!r} is out of range")
         if self.n_codes and self.codes_per_item > self.n_codes:
-            raise UserError(f"settings 'codes_per_item' ({self.codes_per_item}) and 'n_codes' ({self.n_codes}): an "
-                            f"item cannot link to more codes than there are")
+            raise UserError(
+                f"settings 'codes_per_item' ({self.codes_per_item}) and 'n_codes' ({self.n_codes}): an "
+                f"item cannot link to more codes than there are"
+            )
         if self.split == "loo" and self.test_ratio != PreprocessConfig.test_ratio:
             raise UserError("setting 'test_ratio' applies to split=ratio only (leave-one-out tests the last item)")
 
     def synthetic_spec(self) -> SyntheticSpec:
         prefix = "synthetic_"
-        return SyntheticSpec(**{f.name[len(prefix):]: getattr(self, f.name)
-                                for f in dataclasses.fields(self) if f.name.startswith(prefix)})
+        return SyntheticSpec(
+            **{
+                f.name[len(prefix) :]: getattr(self, f.name)
+                for f in dataclasses.fields(self)
+                if f.name.startswith(prefix)
+            }
+        )
 
 
 @dataclass
@@ -92,8 +108,12 @@ class Inputs:
 
     def describe(self) -> dict:
         """Path, size and SHA-256 of every input file, for the manifest and the up-to-date check."""
-        files = {"sequences": self.sequences, "interactions": self.interactions, "items": self.items,
-                 **{f"features.{m}": p for m, p in sorted(self.features.items())}}
+        files = {
+            "sequences": self.sequences,
+            "interactions": self.interactions,
+            "items": self.items,
+            **{f"features.{m}": p for m, p in sorted(self.features.items())},
+        }
         described = {}
         for role, path in files.items():
             if path is None:
@@ -101,8 +121,11 @@ class Inputs:
             if not Path(path).is_file():
                 what = "not a regular file (a folder, FIFO or device)" if Path(path).exists() else "file not found"
                 raise UserError(f"{path}: {what} (--{role.split('.')[0]})")
-            described[role] = {"path": str(Path(path).resolve()), "bytes": Path(path).stat().st_size,
-                               "sha256": sha256_file(Path(path))}
+            described[role] = {
+                "path": str(Path(path).resolve()),
+                "bytes": Path(path).stat().st_size,
+                "sha256": sha256_file(Path(path)),
+            }
         return {"synthetic": self.synthetic, "files": described}
 
 
@@ -119,19 +142,24 @@ class _Stages:
         self._start = now
 
 
-def preprocess(config: PreprocessConfig, inputs: Inputs, out: str | Path,
-               log: Callable[[str], None] = print, force: bool = False) -> dict:
+def preprocess(
+    config: PreprocessConfig, inputs: Inputs, out: str | Path, log: Callable[[str], None] = print, force: bool = False
+) -> dict:
     """Build the dataset directory `out`; returns its manifest. Does nothing when `out` is up to date (same inputs
     and settings, its data file as the manifest describes it), unless `force`."""
     inputs.check()
     if not inputs.synthetic:
-        changed = [f.name for f in dataclasses.fields(config) if f.name.startswith("synthetic_")
-                   and getattr(config, f.name) != f.default]
+        changed = [
+            f.name
+            for f in dataclasses.fields(config)
+            if f.name.startswith("synthetic_") and getattr(config, f.name) != f.default
+        ]
         if changed:
             raise UserError(f"settings {', '.join(changed)} apply to --synthetic only, not to your files")
     out = Path(out)
-    settings = {k: v for k, v in dataclasses.asdict(config).items()
-                if inputs.synthetic or not k.startswith("synthetic_")}
+    settings = {
+        k: v for k, v in dataclasses.asdict(config).items() if inputs.synthetic or not k.startswith("synthetic_")
+    }
     described = inputs.describe()
     fingerprint = data_fingerprint(settings, described)
     recover(out)
@@ -143,9 +171,18 @@ def preprocess(config: PreprocessConfig, inputs: Inputs, out: str | Path,
         stages = _Stages(log)
         arrays, counts = _sequences(inputs, config, stages, log)
         code_stats = _fit_all_codes(arrays.pop("raw"), config, arrays, stages, log)
-        manifest = {"kind": KIND, "format_version": FORMAT_VERSION, "fingerprint": fingerprint, "settings": settings,
-                    "inputs": described, "modalities": sorted(code_stats), "counts": counts,
-                    "code_stats": code_stats, "versions": _versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        manifest = {
+            "kind": KIND,
+            "format_version": FORMAT_VERSION,
+            "fingerprint": fingerprint,
+            "settings": settings,
+            "inputs": described,
+            "modalities": sorted(code_stats),
+            "counts": counts,
+            "code_stats": code_stats,
+            "versions": _versions(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
         with replace_directory(out, OUR_FILES) as tmp:
             np.savez(tmp / DATA_FILE, **arrays)
             manifest["data_file"] = describe_file(tmp / DATA_FILE)
@@ -157,8 +194,12 @@ def preprocess(config: PreprocessConfig, inputs: Inputs, out: str | Path,
 
 def _up_to_date(existing: dict | None, fingerprint: str, out: Path, log: Callable[[str], None]) -> bool:
     """Whether the dataset in `out` was built from the same inputs and settings and its data file is intact."""
-    if not (isinstance(existing, dict) and existing.get("kind") == KIND
-            and existing.get("format_version") == FORMAT_VERSION and existing.get("fingerprint") == fingerprint):
+    if not (
+        isinstance(existing, dict)
+        and existing.get("kind") == KIND
+        and existing.get("format_version") == FORMAT_VERSION
+        and existing.get("fingerprint") == fingerprint
+    ):
         return False
     if existing.get("data_file") == describe_file(out / DATA_FILE):
         log(f"{out}: up to date (same inputs and settings); nothing to do")
@@ -167,38 +208,57 @@ def _up_to_date(existing: dict | None, fingerprint: str, out: Path, log: Callabl
     return False
 
 
-def _sequences(inputs: Inputs, config: PreprocessConfig, stages: _Stages,
-               log: Callable[[str], None]) -> tuple[dict, dict]:
+def _sequences(
+    inputs: Inputs, config: PreprocessConfig, stages: _Stages, log: Callable[[str], None]
+) -> tuple[dict, dict]:
     """The arrays of the users' sequences and splits (and the raw inputs, under "raw"), and the counts."""
     raw = _load(inputs, config, log)
     stages.done("read inputs")
     offsets, seq_items, users, item_ids = _filter_and_remap(raw, config.k_core)
-    read = {"users": len(raw.users), "items": len(set(itertools.chain.from_iterable(raw.histories))),
-            "interactions": sum(len(h) for h in raw.histories)}
+    read = {
+        "users": len(raw.users),
+        "items": len(set(itertools.chain.from_iterable(raw.histories))),
+        "interactions": sum(len(h) for h in raw.histories),
+    }
     if config.k_core:
-        log(f"  {config.k_core}-core filter: kept {len(users):,} of {read['users']:,} users, {len(item_ids):,} of "
-            f"{read['items']:,} items, {len(seq_items):,} of {read['interactions']:,} interactions")
+        log(
+            f"  {config.k_core}-core filter: kept {len(users):,} of {read['users']:,} users, {len(item_ids):,} of "
+            f"{read['items']:,} items, {len(seq_items):,} of {read['interactions']:,} interactions"
+        )
     stages.done("k-core and id remap")
     splits = make_splits(offsets, config.split, config.test_ratio)
     if not len(splits["train"][0]):
-        raise UserError(f"no training samples: none of the {len(users)} users left by the k-core filter "
-                        f"(k_core={config.k_core}) has a training target, an item with one before it and the "
-                        f"validation and test targets after it (split {config.split}; leave-one-out needs 4 items)")
+        raise UserError(
+            f"no training samples: none of the {len(users)} users left by the k-core filter "
+            f"(k_core={config.k_core}) has a training target, an item with one before it and the "
+            f"validation and test targets after it (split {config.split}; leave-one-out needs 4 items)"
+        )
     stages.done("splits")
-    arrays = {"raw": raw, "user_ids": np.asarray(users), "item_ids": np.asarray([""] + item_ids),
-              "seq_offsets": offsets, "seq_items": seq_items}
+    arrays = {
+        "raw": raw,
+        "user_ids": np.asarray(users),
+        "item_ids": np.asarray([""] + item_ids),
+        "seq_offsets": offsets,
+        "seq_items": seq_items,
+    }
     if raw.items is not None and raw.items.asin is not None:
         asin = dict(zip(raw.items.ids, raw.items.asin))
         arrays["item_asin"] = np.asarray([""] + [asin[i] for i in item_ids])
     for name, (split_users, split_pos) in splits.items():
         arrays[f"{name}_user"], arrays[f"{name}_pos"] = split_users, split_pos
-    counts = {"users": len(users), "items": len(item_ids), "interactions": int(len(seq_items)),
-              **{f"{name}_samples": int(len(u)) for name, (u, _) in splits.items()}, "read": read}
+    counts = {
+        "users": len(users),
+        "items": len(item_ids),
+        "interactions": int(len(seq_items)),
+        **{f"{name}_samples": int(len(u)) for name, (u, _) in splits.items()},
+        "read": read,
+    }
     return arrays, counts
 
 
-def _fit_all_codes(raw: RawData, config: PreprocessConfig, arrays: dict, stages: _Stages,
-                   log: Callable[[str], None]) -> dict:
+def _fit_all_codes(
+    raw: RawData, config: PreprocessConfig, arrays: dict, stages: _Stages, log: Callable[[str], None]
+) -> dict:
     """Fit each modality's codes; adds its codes, centroids and reduced features to `arrays`; returns the stats."""
     offsets, seq_items, item_ids = arrays["seq_offsets"], arrays["seq_items"], arrays["item_ids"][1:].tolist()
     code_stats = {}
@@ -208,18 +268,27 @@ def _fit_all_codes(raw: RawData, config: PreprocessConfig, arrays: dict, stages:
         n_codes = config.n_codes or min(AUTO_MAX_CODES, max(2, int(fit_rows.sum()) // AUTO_ITEMS_PER_CODE))
         log(f"  codes: {modality}: k-means, {n_codes} codes on {int(fit_rows.sum())} items ...")
         try:
-            codes = fit_codes(matrix, present, fit_rows, pca_dim=config.pca_dim, n_codes=n_codes,
-                              codes_per_item=config.codes_per_item, normalize=config.normalize_features,
-                              seed=config.seed)
+            codes = fit_codes(
+                matrix,
+                present,
+                fit_rows,
+                pca_dim=config.pca_dim,
+                n_codes=n_codes,
+                codes_per_item=config.codes_per_item,
+                normalize=config.normalize_features,
+                seed=config.seed,
+            )
         except ValueError as err:
             raise UserError(f"modality '{modality}': {err}") from None
         arrays[f"codes_{modality}"], arrays[f"centroids_{modality}"] = codes.codes, codes.centroids
         arrays[f"features_{modality}"] = codes.reduced
         code_stats[modality] = codes.stats
         if codes.stats["n_codes"] < n_codes or codes.reduced.shape[1] < config.pca_dim:
-            log(f"  modality '{modality}': {int(fit_rows.sum())} items to fit, {matrix.shape[1]} feature columns: "
+            log(
+                f"  modality '{modality}': {int(fit_rows.sum())} items to fit, {matrix.shape[1]} feature columns: "
                 f"{codes.stats['n_codes']} codes (n_codes={n_codes}), {codes.reduced.shape[1]} reduced "
-                f"dimensions (pca_dim={config.pca_dim})")
+                f"dimensions (pca_dim={config.pca_dim})"
+            )
         stages.done(f"codes: {modality}")
     return code_stats
 
@@ -265,15 +334,19 @@ def _load(inputs: Inputs, config: PreprocessConfig, log: Callable[[str], None]) 
         else:
             n = {m.shape[0] for m in raw.features.values()}
             if len(n) != 1:
-                raise UserError(f"feature matrices have different row counts {sorted(n)}; without --items their "
-                                "rows must follow item ids 1..N")
+                raise UserError(
+                    f"feature matrices have different row counts {sorted(n)}; without --items their "
+                    "rows must follow item ids 1..N"
+                )
             raw.feature_ids = [str(i) for i in range(1, n.pop() + 1)]
             known, files = set(raw.feature_ids), ", ".join(map(str, inputs.features.values()))
             for where, history in zip(raw.origin, raw.histories):
                 for item in history:
                     if item not in known:
-                        raise UserError(f"{where}: item {item!r} has no row in {files} ({len(known)} rows; "
-                                        "without --items, row r is item id r+1)")
+                        raise UserError(
+                            f"{where}: item {item!r} has no row in {files} ({len(known)} rows; "
+                            "without --items, row r is item id r+1)"
+                        )
     return raw
 
 
@@ -283,8 +356,7 @@ def _filter_and_remap(raw: RawData, k_core: int) -> tuple[np.ndarray, np.ndarray
     item id of each new id."""
     lengths = np.array([len(h) for h in raw.histories])
     user_of = np.repeat(np.arange(len(raw.histories)), lengths)
-    raw_items, item_of = np.unique(np.asarray(list(itertools.chain.from_iterable(raw.histories))),
-                                   return_inverse=True)
+    raw_items, item_of = np.unique(np.asarray(list(itertools.chain.from_iterable(raw.histories))), return_inverse=True)
     keep = np.ones(len(item_of), dtype=bool)
     while k_core > 0:
         user_count = np.bincount(user_of[keep], minlength=len(lengths))
@@ -299,8 +371,11 @@ def _filter_and_remap(raw: RawData, k_core: int) -> tuple[np.ndarray, np.ndarray
     names = raw_items[kept_items]
     numeric = all(n.isascii() and n.isdigit() for n in names)
     # numeric order of ids of any length: by digit count, then digits (leading zeros aside)
-    order = (np.asarray(sorted(range(len(names)), key=lambda i: (len(names[i].lstrip("0")), names[i].lstrip("0"))))
-             if numeric else np.arange(len(names)))
+    order = (
+        np.asarray(sorted(range(len(names)), key=lambda i: (len(names[i].lstrip("0")), names[i].lstrip("0"))))
+        if numeric
+        else np.arange(len(names))
+    )
     new_id = np.zeros(len(raw_items), dtype=np.int64)
     new_id[kept_items[order]] = np.arange(1, len(kept_items) + 1)
     kept = np.bincount(user_of[keep], minlength=len(lengths))  # interactions kept per user
@@ -319,9 +394,11 @@ def make_splits(offsets: np.ndarray, split: str, test_ratio: float) -> dict[str,
     n = np.diff(offsets)
     n_test = np.ones_like(n) if split == "loo" else np.maximum(1, np.round(n * test_ratio).astype(np.int64))
     first_test = n - n_test
-    return {"test": _ranges(np.maximum(first_test, 1), n),
-            "valid": _ranges(np.maximum(first_test - 1, 1), first_test),
-            "train": _ranges(np.ones_like(n), first_test - 1)}
+    return {
+        "test": _ranges(np.maximum(first_test, 1), n),
+        "valid": _ranges(np.maximum(first_test - 1, 1), first_test),
+        "train": _ranges(np.ones_like(n), first_test - 1),
+    }
 
 
 def _ranges(start: np.ndarray, stop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -332,8 +409,9 @@ def _ranges(start: np.ndarray, stop: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return users.astype(np.int32), positions.astype(np.int32)
 
 
-def _train_items(offsets: np.ndarray, seq_items: np.ndarray, valid: tuple[np.ndarray, np.ndarray],
-                 n_ids: int) -> np.ndarray:
+def _train_items(
+    offsets: np.ndarray, seq_items: np.ndarray, valid: tuple[np.ndarray, np.ndarray], n_ids: int
+) -> np.ndarray:
     """Items that occur before each user's validation target (the training part of the histories)."""
     cut = np.zeros(len(offsets) - 1, dtype=np.int64)
     cut[valid[0]] = valid[1]
@@ -371,5 +449,10 @@ def _versions() -> dict:
     import sklearn
 
     from .. import __version__
-    return {"mmsr_dgl": __version__, "python": platform.python_version(), "numpy": np.__version__,
-            "scikit-learn": sklearn.__version__}
+
+    return {
+        "mmsr_dgl": __version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "scikit-learn": sklearn.__version__,
+    }

@@ -1,4 +1,5 @@
 """Readers for the input formats documented in datasets/README.md. Every error names the file and line or field."""
+
 from __future__ import annotations
 
 import csv
@@ -36,18 +37,21 @@ class RawData:
 
 def _check_file(path: Path) -> None:
     if not path.is_file():
-        raise UserError(f"{path}: " + ("not a regular file (a folder, FIFO or device)" if path.exists()
-                                       else "file not found"))
+        raise UserError(
+            f"{path}: " + ("not a regular file (a folder, FIFO or device)" if path.exists() else "file not found")
+        )
 
 
 def _text_file(reader):
     """A decoding error anywhere in `reader(path, ...)` becomes a UserError naming the file."""
+
     @functools.wraps(reader)
     def wrapped(path, *args, **kwargs):
         try:
             return reader(path, *args, **kwargs)
         except UnicodeDecodeError as err:
             raise UserError(f"{path}: not a UTF-8 text file ({err.reason})") from None
+
     return wrapped
 
 
@@ -88,8 +92,10 @@ def _check_ids(path: Path, line_no: int, user: str, item: str) -> None:
     if not user.strip() or not item.strip():
         raise UserError(f"{path}, line {line_no}: empty user or item id")
     if any(not c.isprintable() for c in user + item):  # a tab or line break would break every TSV written later
-        raise UserError(f"{path}, line {line_no}: a user or item id holds a tab, line break or other control "
-                        f"character ({user!r}, {item!r})")
+        raise UserError(
+            f"{path}, line {line_no}: a user or item id holds a tab, line break or other control "
+            f"character ({user!r}, {item!r})"
+        )
 
 
 def _read_recbole_inter(path: Path, header: list[str], rows) -> tuple[list, list, list, list]:
@@ -130,8 +136,10 @@ def read_interactions(path: str | Path) -> RawData:
         first = handle.readline()
         handle.seek(0)
         if "\t" in first and ":" not in first:
-            raise UserError(f"{path}, line 1: tab-separated, but not a RecBole .inter header: it names each column "
-                            f"as name:type (user_id:token, item_id:token, timestamp:float)")
+            raise UserError(
+                f"{path}, line 1: tab-separated, but not a RecBole .inter header: it names each column "
+                f"as name:type (user_id:token, item_id:token, timestamp:float)"
+            )
         if "\t" in first:
             reader = csv.reader(handle, delimiter="\t")
             header = next(reader)
@@ -143,8 +151,9 @@ def read_interactions(path: str | Path) -> RawData:
                 if not row:
                     continue
                 if len(row) != 4:
-                    raise UserError(f"{path}, line {line_no}: expected 'user,item,rating,timestamp', "
-                                    f"got {len(row)} fields")
+                    raise UserError(
+                        f"{path}, line {line_no}: expected 'user,item,rating,timestamp', got {len(row)} fields"
+                    )
                 _check_ids(path, line_no, row[0], row[1])
                 users.append(row[0])
                 items.append(row[1])
@@ -159,8 +168,11 @@ def read_interactions(path: str | Path) -> RawData:
     first_line = {}
     for user, line_no in zip(users, lines):
         first_line.setdefault(user, line_no)
-    return RawData(users=list(first_line), histories=[by_user[u] for u in first_line],
-                   origin=[f"{path}, user {u} (first at line {n})" for u, n in first_line.items()])
+    return RawData(
+        users=list(first_line),
+        histories=[by_user[u] for u in first_line],
+        origin=[f"{path}, user {u} (first at line {n})" for u, n in first_line.items()],
+    )
 
 
 @dataclass
@@ -221,7 +233,7 @@ def read_items(path: str | Path) -> ItemTable:
     items = read_items_file(Path(path))
     header = items.header
     asin_col = header.index("asin") if "asin" in header else None
-    has_cols = {h[len("has_"):]: i for i, h in enumerate(header) if h.startswith("has_")}
+    has_cols = {h[len("has_") :]: i for i, h in enumerate(header) if h.startswith("has_")}
     for row, line_no in zip(items.rows, items.line_numbers):
         if asin_col is not None and not row[asin_col].isprintable():
             raise UserError(f"{path}, line {line_no}: asin {row[asin_col]!r} is not printable UTF-8")
@@ -244,11 +256,11 @@ def read_features(path: str | Path, modality: str, n_rows: int | None) -> np.nda
     if isinstance(matrix, np.ndarray) and np.iscomplexobj(matrix):
         raise UserError(f"{path}: complex numbers ({matrix.dtype}); the '{modality}' features must be real")
     if not isinstance(matrix, np.ndarray):
-        raise UserError(f"{path}: an .npz archive, not one .npy matrix; save the '{modality}' features with "
-                        f"numpy.save")
+        raise UserError(f"{path}: an .npz archive, not one .npy matrix; save the '{modality}' features with numpy.save")
     if matrix.ndim != 2 or not np.issubdtype(matrix.dtype, np.number):
-        raise UserError(f"{path}: expected a 2-d numeric matrix for '{modality}', got shape {matrix.shape} "
-                        f"of {matrix.dtype}")
+        raise UserError(
+            f"{path}: expected a 2-d numeric matrix for '{modality}', got shape {matrix.shape} of {matrix.dtype}"
+        )
     if matrix.shape[1] == 0:
         raise UserError(f"{path}: the '{modality}' matrix has no columns (shape {matrix.shape})")
     if n_rows is not None and matrix.shape[0] != n_rows:
@@ -258,8 +270,10 @@ def read_features(path: str | Path, modality: str, n_rows: int | None) -> np.nda
     partial = nan.any(axis=1) & ~nan.all(axis=1)
     if partial.any():
         row = int(np.flatnonzero(partial)[0])
-        raise UserError(f"{path}: row {row} (0-based) of '{modality}' has NaN values in some columns only "
-                        "(a row of all NaN or all zeros marks a missing modality)")
+        raise UserError(
+            f"{path}: row {row} (0-based) of '{modality}' has NaN values in some columns only "
+            "(a row of all NaN or all zeros marks a missing modality)"
+        )
     if np.isinf(matrix).any():
         row = int(np.flatnonzero(np.isinf(matrix).any(axis=1))[0])
         raise UserError(f"{path}: row {row} (0-based) of '{modality}' has infinite values")

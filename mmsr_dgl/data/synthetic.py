@@ -8,6 +8,7 @@ the group they are in. Image and text features mix three parts whose weights are
 A model that reads the modality codes can therefore generalise across items of a group, while the style part
 makes image and text agree with each other without helping the sequence task.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -46,8 +47,9 @@ def generate(spec: SyntheticSpec) -> RawData:
     weights = [1.0 / np.arange(1, len(m) + 1) for m in members]
     weights = [w / w.sum() for w in weights]
     # each group leads to three others with decreasing probability
-    successors = np.stack([rng.choice(np.delete(np.arange(spec.groups), g), 3, replace=False)
-                           for g in range(spec.groups)])
+    successors = np.stack(
+        [rng.choice(np.delete(np.arange(spec.groups), g), 3, replace=False) for g in range(spec.groups)]
+    )
     move = np.array([0.6, 0.25, 0.15])
 
     histories = []
@@ -72,7 +74,13 @@ def generate(spec: SyntheticSpec) -> RawData:
     image, has_image = modality(spec.image_dim, spec.image_sequential, spec.image_cross_modal, spec.missing_image)
     text, has_text = modality(spec.text_dim, spec.text_sequential, spec.text_cross_modal, spec.missing_text)
     ids = [str(i) for i in range(1, spec.items + 1)]
-    table = ItemTable(ids=ids, asin=[f"SYN{i:06d}" for i in range(1, spec.items + 1)],
-                      has={"image": has_image, "text": has_text})
-    return RawData(users=[str(u) for u in range(1, spec.users + 1)], histories=histories, items=table,
-                   features={"image": image, "text": text}, feature_ids=ids)
+    table = ItemTable(
+        ids=ids, asin=[f"SYN{i:06d}" for i in range(1, spec.items + 1)], has={"image": has_image, "text": has_text}
+    )
+    return RawData(
+        users=[str(u) for u in range(1, spec.users + 1)],
+        histories=histories,
+        items=table,
+        features={"image": image, "text": text},
+        feature_ids=ids,
+    )

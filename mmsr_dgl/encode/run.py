@@ -5,6 +5,7 @@ where it stopped; batches are fixed slices of a chunk, so a resumed run writes t
 one (with the same number of threads). The outputs replace earlier ones only when all are ready, and only in a
 folder that holds nothing but what `encode` wrote.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -60,8 +61,9 @@ def _check_out(out: Path) -> dict:
     return _read_kind(out / SUMMARY)
 
 
-def _encode_chunk(modality: str, encoder, rows: range, items: ItemsFile, images: list[Path | None] | None,
-                  batch_size: int) -> tuple[np.ndarray, list[str]]:
+def _encode_chunk(
+    modality: str, encoder, rows: range, items: ItemsFile, images: list[Path | None] | None, batch_size: int
+) -> tuple[np.ndarray, list[str]]:
     """float32 [len(rows), dim] (zero rows where nothing was encoded) and why each row was skipped ('' if not)."""
     inputs, reasons = [], []
     for row in rows:
@@ -76,7 +78,7 @@ def _encode_chunk(modality: str, encoder, rows: range, items: ItemsFile, images:
     features = np.zeros((len(rows), encoder.dim), dtype=np.float32)
     kept = [i for i, value in enumerate(inputs) if value is not None]
     for start in range(0, len(kept), batch_size):
-        batch = kept[start:start + batch_size]
+        batch = kept[start : start + batch_size]
         values = [inputs[i] for i in batch]
         features[batch] = encoder(values if modality == "text" else np.stack(values))
     return features, reasons
@@ -98,9 +100,17 @@ def _write_items(path: Path, items: ItemsFile, has: dict[str, np.ndarray]) -> No
             handle.write(line.encode("utf-8", "surrogateescape").decode("utf-8", "replace").encode())
 
 
-def encode(items_path: Path, out: Path, images_dir: Path | None = None, text_column: str | None = "text",
-           chunk_size: int = 1024, batch_size: int = 32, force: bool = False,
-           log: Callable[[str], None] = print, progress: bool = False) -> dict:
+def encode(
+    items_path: Path,
+    out: Path,
+    images_dir: Path | None = None,
+    text_column: str | None = "text",
+    chunk_size: int = 1024,
+    batch_size: int = 32,
+    force: bool = False,
+    log: Callable[[str], None] = print,
+    progress: bool = False,
+) -> dict:
     """Encode the text column of `items_path` and/or the images in `images_dir` into `out`; returns the summary."""
     if chunk_size < 1 or batch_size < 1:
         raise UserError("chunk size and batch size must be positive")
@@ -108,8 +118,10 @@ def encode(items_path: Path, out: Path, images_dir: Path | None = None, text_col
     items = read_items_file(items_path)
     if text_column and text_column not in items.header:
         if images_dir is None:
-            raise UserError(f"{items_path}, line 1: no '{text_column}' column for the text (found "
-                            f"{', '.join(items.header)}), and no --images")
+            raise UserError(
+                f"{items_path}, line 1: no '{text_column}' column for the text (found "
+                f"{', '.join(items.header)}), and no --images"
+            )
         log(f"{items_path}: no '{text_column}' column; encoding images only")
         text_column = None
     items.text_column = items.header.index(text_column) if text_column else None
@@ -117,8 +129,12 @@ def encode(items_path: Path, out: Path, images_dir: Path | None = None, text_col
     if not modalities:
         raise UserError("nothing to encode: give a text column or --images")
     images = find_images(Path(images_dir), items.ids, items.asins) if images_dir else None
-    settings = {"text_column": text_column, "chunk_size": chunk_size, "batch_size": batch_size,
-                "encoders": {m: ENCODERS[m].name for m in modalities}}
+    settings = {
+        "text_column": text_column,
+        "chunk_size": chunk_size,
+        "batch_size": batch_size,
+        "encoders": {m: ENCODERS[m].name for m in modalities},
+    }
     fingerprint = _fingerprint(items_path, images, settings)
     with claim_dir(out, "encode"):
         earlier = _check_out(out)
@@ -137,17 +153,27 @@ def encode(items_path: Path, out: Path, images_dir: Path | None = None, text_col
         summary = {"kind": KIND, "fingerprint": fingerprint, "items": len(items.rows), **settings}
         has, skipped = {}, []
         for modality in modalities:
-            summary[modality] = _encode_modality(modality, items, images, chunk_size, batch_size, partial, has,
-                                                 skipped, log, progress)
+            summary[modality] = _encode_modality(
+                modality, items, images, chunk_size, batch_size, partial, has, skipped, log, progress
+            )
         _publish(out, items, modalities, has, skipped, summary)
     if skipped:
         log(f"{out / SKIPPED}: the {len(skipped)} items and modalities left without features, each with the reason")
     return summary
 
 
-def _encode_modality(modality: str, items: ItemsFile, images: list[Path | None] | None, chunk_size: int,
-                     batch_size: int, partial: Path, has: dict, skipped: list, log: Callable[[str], None],
-                     progress: bool) -> dict:
+def _encode_modality(
+    modality: str,
+    items: ItemsFile,
+    images: list[Path | None] | None,
+    chunk_size: int,
+    batch_size: int,
+    partial: Path,
+    has: dict,
+    skipped: list,
+    log: Callable[[str], None],
+    progress: bool,
+) -> dict:
     """Encode the chunks not yet in `partial`, then assemble them into partial/ready/MODALITY.npy; fills
     has[modality] and `skipped`; returns the modality's summary."""
     n = len(items.rows)
@@ -157,8 +183,13 @@ def _encode_modality(modality: str, items: ItemsFile, images: list[Path | None] 
     if done:
         log(f"{modality}: {done} of {len(chunks)} chunks already encoded")
     encoder, seconds, encoded = None, 0.0, 0
-    bar = tqdm(total=n, initial=sum(len(c) for c, p in zip(chunks, paths) if p.exists()),
-               desc=f"encode {modality}", unit="item", disable=not progress)
+    bar = tqdm(
+        total=n,
+        initial=sum(len(c) for c, p in zip(chunks, paths) if p.exists()),
+        desc=f"encode {modality}",
+        unit="item",
+        disable=not progress,
+    )
     for rows, path in zip(chunks, paths):
         if path.exists():
             continue
@@ -175,19 +206,25 @@ def _encode_modality(modality: str, items: ItemsFile, images: list[Path | None] 
         matrix = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, ENCODERS[modality].dim))
         for rows, path in zip(chunks, paths):
             with np.load(path) as chunk:
-                matrix[rows.start:rows.stop] = chunk["features"]
+                matrix[rows.start : rows.stop] = chunk["features"]
                 reasons = chunk["reasons"].tolist()
-            has.setdefault(modality, np.zeros(n, dtype=bool))[rows.start:rows.stop] = [not r for r in reasons]
+            has.setdefault(modality, np.zeros(n, dtype=bool))[rows.start : rows.stop] = [not r for r in reasons]
             skipped.extend((items.ids[rows.start + i], modality, r) for i, r in enumerate(reasons) if r)
         matrix.flush()
         del matrix
+
     write_file_atomic(partial / "ready" / f"{modality}.npy", assemble)
-    summary = {"dim": ENCODERS[modality].dim, "encoded": int(has[modality].sum()),
-               "skipped": int((~has[modality]).sum()),
-               "items_per_second": round(encoded / seconds, 1) if encoded else None}
+    summary = {
+        "dim": ENCODERS[modality].dim,
+        "encoded": int(has[modality].sum()),
+        "skipped": int((~has[modality]).sum()),
+        "items_per_second": round(encoded / seconds, 1) if encoded else None,
+    }
     made = partial.parent / f"{modality}.npy"
-    log(f"{made}: {n} x {ENCODERS[modality].dim} ({ENCODERS[modality].name}); {summary['encoded']} encoded, "
-        f"{summary['skipped']} without" + (f"; {encoded / seconds:.1f} items/s encoded by this run" if encoded else ""))
+    log(
+        f"{made}: {n} x {ENCODERS[modality].dim} ({ENCODERS[modality].name}); {summary['encoded']} encoded, "
+        f"{summary['skipped']} without" + (f"; {encoded / seconds:.1f} items/s encoded by this run" if encoded else "")
+    )
     return summary
 
 
@@ -195,8 +232,12 @@ def _publish(out: Path, items: ItemsFile, modalities: list[str], has: dict, skip
     """Move the assembled outputs from out/.partial/ready into `out`, the summary last."""
     partial, ready = out / PARTIAL, out / PARTIAL / "ready"
     write_file_atomic(ready / ITEMS, lambda p: _write_items(p, items, has))
-    write_file_atomic(ready / SKIPPED, lambda p: p.write_text(
-        "item_id\tmodality\treason\n" + "".join(f"{i}\t{m}\t{r}\n" for i, m, r in skipped), encoding="utf-8"))
+    write_file_atomic(
+        ready / SKIPPED,
+        lambda p: p.write_text(
+            "item_id\tmodality\treason\n" + "".join(f"{i}\t{m}\t{r}\n" for i, m, r in skipped), encoding="utf-8"
+        ),
+    )
     # The summary goes first and comes back last, so a kill in between leaves no summary that vouches for a mix of
     # old and new outputs (the next run publishes again from the chunks kept).
     (out / SUMMARY).unlink(missing_ok=True)

@@ -1,5 +1,6 @@
 """What `encode` reads besides the items file (`data.readers.read_items_file`): one image per item, with bad input
 reported."""
+
 from __future__ import annotations
 
 import warnings
@@ -27,8 +28,9 @@ def find_images(folder: Path, ids: list[str], asins: list[str] | None) -> list[P
     for asin, item in zip(asins or [None] * len(ids), ids):
         paths = by_stem.get(asin) or by_stem.get(item) or [None]
         if len(paths) > 1:
-            raise UserError(f"{folder}: item {item} has {len(paths)} images ({', '.join(p.name for p in paths)}); "
-                            f"keep one")
+            raise UserError(
+                f"{folder}: item {item} has {len(paths)} images ({', '.join(p.name for p in paths)}); keep one"
+            )
         found.append(paths[0])
     return found
 
@@ -37,6 +39,7 @@ def load_image(path: Path) -> tuple[np.ndarray | None, str]:
     """uint8 [224, 224, 3]: the image fitted inside the square on white (first frame of an animation, transparency
     on white, EXIF orientation applied), or None and why it cannot be used."""
     from PIL import Image, ImageOps, UnidentifiedImageError
+
     pillow_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, MAX_PIXELS
     try:
         with warnings.catch_warnings():

@@ -12,6 +12,7 @@ Relations (canonical edge types):
 Edges are deduplicated; within a relation they are ordered by (source, destination).
 The self-loops also belong to the heterogeneous group, so that each node attends to itself there too.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -44,7 +45,7 @@ class MSGraphSchema:
         for m in self.modalities:
             rels += [("item", "has_code", m), (m, "code_of", "item")]
         for i, m1 in enumerate(self.modalities):
-            for m2 in self.modalities[i + 1:]:
+            for m2 in self.modalities[i + 1 :]:
                 rels += [(m1, "same_item", m2), (m2, "same_item", m1)]
         return rels
 
@@ -96,7 +97,7 @@ def build_msgraph(items: Sequence[int], codes: dict[str, np.ndarray], max_len: i
                 edges[("item", "has_code", m)].add((node_of["item"][item], node_of[m][c]))
                 edges[(m, "code_of", "item")].add((node_of[m][c], node_of["item"][item]))
         for i, m1 in enumerate(schema.modalities):
-            for m2 in schema.modalities[i + 1:]:
+            for m2 in schema.modalities[i + 1 :]:
                 for c1 in per_position[m1][p]:
                     for c2 in per_position[m2][p]:
                         edges[(m1, "same_item", m2)].add((node_of[m1][c1], node_of[m2][c2]))
@@ -104,8 +105,10 @@ def build_msgraph(items: Sequence[int], codes: dict[str, np.ndarray], max_len: i
     data = {}
     for etype, pairs in edges.items():
         pairs = sorted(pairs)
-        data[etype] = (torch.tensor([s for s, _ in pairs], dtype=torch.int64),
-                       torch.tensor([d for _, d in pairs], dtype=torch.int64))
+        data[etype] = (
+            torch.tensor([s for s, _ in pairs], dtype=torch.int64),
+            torch.tensor([d for _, d in pairs], dtype=torch.int64),
+        )
     g = dgl.heterograph(data, {t: len(node_of[t]) for t in schema.ntypes}, idtype=torch.int64)
     for t in schema.ntypes:
         g.nodes[t].data.update(ndata[t])
@@ -126,8 +129,9 @@ def _unique_pairs(src: np.ndarray, dst: np.ndarray, n_dst: int) -> tuple[np.ndar
     return key // n_dst, key % n_dst
 
 
-def collate_msgraphs(histories: Sequence[Sequence[int]], codes: dict[str, np.ndarray],
-                     max_len: int) -> dgl.DGLHeteroGraph:
+def collate_msgraphs(
+    histories: Sequence[Sequence[int]], codes: dict[str, np.ndarray], max_len: int
+) -> dgl.DGLHeteroGraph:
     """One batched MSGraph for many histories, built from flat arrays with offsets.
 
     Equal to `dgl.batch([build_msgraph(h, codes, max_len) for h in histories])`, about a hundred times faster.
@@ -179,7 +183,7 @@ def collate_msgraphs(histories: Sequence[Sequence[int]], codes: dict[str, np.nda
         data[("item", "has_code", m)] = _unique_pairs(items, slot_node[m][ok], n_nodes[m])
         data[(m, "code_of", "item")] = _unique_pairs(slot_node[m][ok], items, n_nodes["item"])
     for i, m1 in enumerate(schema.modalities):
-        for m2 in schema.modalities[i + 1:]:
+        for m2 in schema.modalities[i + 1 :]:
             a, b = slot_node[m1], slot_node[m2]
             src = np.repeat(a, b.shape[1], axis=1).ravel()
             dst = np.tile(b, (1, a.shape[1])).ravel()
@@ -188,11 +192,13 @@ def collate_msgraphs(histories: Sequence[Sequence[int]], codes: dict[str, np.nda
             data[(m2, "same_item", m1)] = _unique_pairs(dst[ok], src[ok], n_nodes[m1])
 
     node_graph = {t: np.repeat(np.arange(B), graph_nodes[t]) for t in schema.ntypes}
-    g = dgl.heterograph({e: (torch.from_numpy(s), torch.from_numpy(d)) for e, (s, d) in data.items()},
-                        n_nodes, idtype=torch.int64)
+    g = dgl.heterograph(
+        {e: (torch.from_numpy(s), torch.from_numpy(d)) for e, (s, d) in data.items()}, n_nodes, idtype=torch.int64
+    )
     g.set_batch_num_nodes({t: torch.from_numpy(graph_nodes[t]) for t in schema.ntypes})
-    g.set_batch_num_edges({e: torch.from_numpy(np.bincount(node_graph[e[0]][s], minlength=B))
-                           for e, (s, _) in data.items()})
+    g.set_batch_num_edges(
+        {e: torch.from_numpy(np.bincount(node_graph[e[0]][s], minlength=B)) for e, (s, _) in data.items()}
+    )
     for t in schema.ntypes:
         g.nodes[t].data.update(ndata[t])
     return g

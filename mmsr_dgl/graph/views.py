@@ -8,6 +8,7 @@ Groups: `homogeneous`, `heterogeneous`, and `joint` (both, the self-loops once: 
 softmax). A view restricted `into` one node type keeps only the relations that end there: what a model's last
 layer needs when its readout reads only the item nodes.
 """
+
 from __future__ import annotations
 
 import dgl
@@ -31,8 +32,9 @@ def group_relations(schema: MSGraphSchema, group: str, into: str | None = None) 
     return [r for r in relations if into is None or r[2] == into]
 
 
-def group_view(graph: dgl.DGLHeteroGraph, schema: MSGraphSchema, group: str,
-               into: str | None = None) -> dgl.DGLHeteroGraph | None:
+def group_view(
+    graph: dgl.DGLHeteroGraph, schema: MSGraphSchema, group: str, into: str | None = None
+) -> dgl.DGLHeteroGraph | None:
     """The edge-type subgraph of `graph` over the group's relations that have edges in it (None when none has).
     It shares the graph's node data: write to it only inside `view.local_scope()`.
 
@@ -42,7 +44,8 @@ def group_view(graph: dgl.DGLHeteroGraph, schema: MSGraphSchema, group: str,
     return dgl.edge_type_subgraph(graph, relations) if relations else None
 
 
-def group_views(graph: dgl.DGLHeteroGraph, schema: MSGraphSchema,
-                keys: set[ViewKey]) -> dict[ViewKey, dgl.DGLHeteroGraph | None]:
+def group_views(
+    graph: dgl.DGLHeteroGraph, schema: MSGraphSchema, keys: set[ViewKey]
+) -> dict[ViewKey, dgl.DGLHeteroGraph | None]:
     """The views named by `keys`, each built once."""
     return {key: group_view(graph, schema, *key) for key in sorted(keys, key=str)}

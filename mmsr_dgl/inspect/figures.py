@@ -1,4 +1,5 @@
 """The pictures of `inspect`, drawn with matplotlib's object API (no display needed), written atomically as PNG."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -51,8 +52,11 @@ def gates(weights: dict[str, np.ndarray], histories: str, path: Path) -> Figure:
         axes.set(title=f"{ntype} nodes ({len(w):,})", xlabel="weight of order A (homo -> hetero)", xlim=(0, 1))
         axes.legend(loc="upper left", fontsize=8)
     figure.axes[0].set_ylabel("nodes")
-    figure.suptitle(f"Update gate, first layer, over {histories}: each node's output is weight x order A + "
-                    f"(1 - weight) x order B (hetero -> homo)", y=1.02)
+    figure.suptitle(
+        f"Update gate, first layer, over {histories}: each node's output is weight x order A + "
+        f"(1 - weight) x order B (hetero -> homo)",
+        y=1.02,
+    )
     return save(figure, path)
 
 
@@ -62,21 +66,28 @@ def accuracy(tables: dict[str, list[dict]], path: Path) -> Figure:
     figure = Figure(figsize=(6.5 * len(tables), 4.2))
     for axes, (title, rows) in zip(np.atleast_1d(figure.subplots(1, len(tables))), tables.items()):
         x = np.arange(len(rows))
-        for offset, metric, who, color, hatch in ((-0.3, "hr@10", "model", MODEL, ""),
-                                                  (-0.1, "hr@10", "popularity", POPULARITY, ""),
-                                                  (0.1, "ndcg@10", "model", MODEL, "//"),
-                                                  (0.3, "ndcg@10", "popularity", POPULARITY, "//")):
+        for offset, metric, who, color, hatch in (
+            (-0.3, "hr@10", "model", MODEL, ""),
+            (-0.1, "hr@10", "popularity", POPULARITY, ""),
+            (0.1, "ndcg@10", "model", MODEL, "//"),
+            (0.3, "ndcg@10", "popularity", POPULARITY, "//"),
+        ):
             filled = [r for r in rows if r["samples"]]
-            bars = axes.bar([x[i] + offset for i, r in enumerate(rows) if r["samples"]],
-                            [r[who][metric] for r in filled], width=0.2, color=color, hatch=hatch,
-                            edgecolor="white", label=f"{who} {metric.upper()}")
+            bars = axes.bar(
+                [x[i] + offset for i, r in enumerate(rows) if r["samples"]],
+                [r[who][metric] for r in filled],
+                width=0.2,
+                color=color,
+                hatch=hatch,
+                edgecolor="white",
+                label=f"{who} {metric.upper()}",
+            )
             for bar, r in zip(bars, filled):
                 bar.set_alpha(0.3 if r["samples"] < FEW else 1.0)
         for i, r in enumerate(rows):
             if not r["samples"]:
                 axes.text(x[i], 0, "no samples", ha="center", va="bottom", fontsize=8, color="#666666")
-        axes.set_xticks(x, [f"{r['bucket']}\n({r['samples']:,}{'*' if 0 < r['samples'] < FEW else ''})"
-                            for r in rows])
+        axes.set_xticks(x, [f"{r['bucket']}\n({r['samples']:,}{'*' if 0 < r['samples'] < FEW else ''})" for r in rows])
         axes.set(title=title, xlabel=f"bucket (samples; * fewer than {FEW}: faded, too few to compare)")
         axes.grid(axis="y", alpha=0.3)
     handles, labels = figure.axes[0].get_legend_handles_labels()

@@ -1,5 +1,6 @@
 """`inspect`: a trained run's curves, update gate, accuracy by history length and target popularity, one user's
 graph; PNGs, `inspect.json` (the numbers drawn) and `summary.txt`."""
+
 from __future__ import annotations
 
 import json
@@ -52,7 +53,7 @@ def gate_weights(model, data, split: str, batch_size: int, seed: int) -> tuple[d
     out: dict[str, list[np.ndarray]] = {}
     model.eval()
     for start in range(0, len(pick), batch_size):
-        idx = pick[start:start + batch_size]
+        idx = pick[start : start + batch_size]
         batch = make_batch(data.inputs(users[idx], ends[idx]), data.max_len, codes, views)
         for ntype, g in model.gates(batch)[0].items():
             out.setdefault(ntype, []).append(g[:, 0].numpy())
@@ -63,6 +64,7 @@ def gate_weights(model, data, split: str, batch_size: int, seed: int) -> tuple[d
 def item_texts(path: Path | None, column: str) -> tuple[dict[str, str], str | None]:
     """Raw item id -> text from an items file's text column, or {} and why there is none."""
     from ..data.readers import read_items_file
+
     if path is None or not Path(path).is_file():
         return {}, f"no items file{f' at {path}' if path else ''}, so no item text (--items)"
     try:
@@ -81,32 +83,56 @@ def clear_earlier(out: Path) -> None:
     ours = {"inspect.json", "summary.txt", *earlier.get("pictures", [])} if earlier.get("kind") == KIND else set()
     foreign = sorted(p.name for p in out.iterdir() if p.name not in ours)
     if foreign:
-        raise UserError(f"{out}: holds files that inspect did not write ({', '.join(foreign[:5])}); choose another "
-                        f"--out")
+        raise UserError(
+            f"{out}: holds files that inspect did not write ({', '.join(foreign[:5])}); choose another --out"
+        )
     for name in earlier.get("pictures", []):
         (out / name).unlink(missing_ok=True)
 
 
-def inspect(run_dir: Path, out: Path | None = None, user: str | None = None, items_file: Path | None = None,
-            text_column: str = "text", split: str = "test", data_dir: Path | None = None,
-            log: Callable[[str], None] = print) -> dict:
+def inspect(
+    run_dir: Path,
+    out: Path | None = None,
+    user: str | None = None,
+    items_file: Path | None = None,
+    text_column: str = "text",
+    split: str = "test",
+    data_dir: Path | None = None,
+    log: Callable[[str], None] = print,
+) -> dict:
     """Write the pictures and summaries of `run_dir` into `out` (default RUN/inspect); returns the numbers."""
     run_dir = Path(run_dir)
     out = Path(out) if out else run_dir / "inspect"
     config, data, model = load_run(run_dir, "best", data_dir)
     if user is not None and user not in set(data.user_ids.tolist()):
-        raise UserError(f"--user {user!r}: not a user of the run's dataset (ids look like "
-                        f"{', '.join(map(str, data.user_ids[:3]))})")
+        raise UserError(
+            f"--user {user!r}: not a user of the run's dataset (ids look like {', '.join(map(str, data.user_ids[:3]))})"
+        )
     with claim_dir(out, "inspect", inside=run_dir):
         clear_earlier(out)
         return _report(run_dir, out, config, data, model, user, items_file, text_column, split, log)
 
 
-def _report(run_dir: Path, out: Path, config, data, model, user: str | None, items_file: Path | None,
-            text_column: str, split: str, log: Callable[[str], None]) -> dict:
+def _report(
+    run_dir: Path,
+    out: Path,
+    config,
+    data,
+    model,
+    user: str | None,
+    items_file: Path | None,
+    text_column: str,
+    split: str,
+    log: Callable[[str], None],
+) -> dict:
     """Draw and write everything `inspect` makes into the claimed folder `out`."""
-    summary: dict = {"kind": KIND, "run": str(run_dir), "split": split, "exclude_seen": config.exclude_seen,
-                     "pictures": []}
+    summary: dict = {
+        "kind": KIND,
+        "run": str(run_dir),
+        "split": split,
+        "exclude_seen": config.exclude_seen,
+        "pictures": [],
+    }
     notes = []
 
     metrics_file = run_dir / "metrics.jsonl"
@@ -124,25 +150,38 @@ def _report(run_dir: Path, out: Path, config, data, model, user: str | None, ite
     if config.model == "mmsr" and model.layers[0].fusion == "async":  # a dataset without modalities has none
         weights, n = gate_weights(model, data, split, config.eval_batch_size, config.seed)
         figures.gates(weights, f"{n:,} {split} histories", out / "gates.png")
-        summary["gate_weight_of_order_a"] = {t: {"mean": float(w.mean()), "nodes": len(w),
-                                                 "quartiles": np.quantile(w, [0.25, 0.5, 0.75]).round(4).tolist()}
-                                             for t, w in weights.items()}
+        summary["gate_weight_of_order_a"] = {
+            t: {
+                "mean": float(w.mean()),
+                "nodes": len(w),
+                "quartiles": np.quantile(w, [0.25, 0.5, 0.75]).round(4).tolist(),
+            }
+            for t, w in weights.items()
+        }
         summary["pictures"].append("gates.png")
     else:
-        notes.append(f"no update gate: the {config.model} model"
-                     + (f" with fusion {model.layers[0].fusion}" if config.model == "mmsr" else "")
-                     + " has none (async only)")
+        notes.append(
+            f"no update gate: the {config.model} model"
+            + (f" with fusion {model.layers[0].fusion}" if config.model == "mmsr" else "")
+            + " has none (async only)"
+        )
 
     log(f"ranking the {split} targets")
     popularity = data.train_popularity()
-    ranks = {"model": target_ranks(model, data, split, config.eval_batch_size, config.exclude_seen),
-             "popularity": fixed_ranking_ranks(popularity, data, split, config.eval_batch_size, config.exclude_seen)}
-    tables = {"by history length": bucket_table(data.splits[split][1], LENGTH_EDGES, ranks),
-              "by target popularity (training interactions)": bucket_table(popularity[data.targets(split)],
-                                                                          POPULARITY_EDGES, ranks)}
+    ranks = {
+        "model": target_ranks(model, data, split, config.eval_batch_size, config.exclude_seen),
+        "popularity": fixed_ranking_ranks(popularity, data, split, config.eval_batch_size, config.exclude_seen),
+    }
+    tables = {
+        "by history length": bucket_table(data.splits[split][1], LENGTH_EDGES, ranks),
+        "by target popularity (training interactions)": bucket_table(
+            popularity[data.targets(split)], POPULARITY_EDGES, ranks
+        ),
+    }
     figures.accuracy(tables, out / "accuracy.png")
-    overall = {name: {m: v / len(r) for m, v in metric_sums(r, ks=(10,)).items() if m != "mrr@10"}
-               for name, r in ranks.items()}
+    overall = {
+        name: {m: v / len(r) for m, v in metric_sums(r, ks=(10,)).items() if m != "mrr@10"} for name, r in ranks.items()
+    }
     summary |= {"overall": overall, "buckets": tables}
     summary["pictures"].append("accuracy.png")
 
@@ -150,8 +189,10 @@ def _report(run_dir: Path, out: Path, config, data, model, user: str | None, ite
         index = int(np.flatnonzero(data.user_ids == user)[0])
         items, scores = recommend(model, data, np.array([index]), 10, config.exclude_seen, 1)
         top = list(zip(items[0].tolist(), scores[0].tolist()))
-        summary["user"] = {"user": user, "top": [{"item": str(data.item_names[i]), "score": round(s, 4)}
-                                                 for i, s in top]}
+        summary["user"] = {
+            "user": user,
+            "top": [{"item": str(data.item_names[i]), "score": round(s, 4)} for i, s in top],
+        }
         if model.graph_spec() is None:
             notes.append(f"--user: the {config.model} model reads no graph, so no picture; its top-10 is below")
         else:
@@ -172,13 +213,20 @@ def _report(run_dir: Path, out: Path, config, data, model, user: str | None, ite
 def summary_text(s: dict) -> str:
     lines = [f"run {s['run']}: {s['split']} split, seen items {'excluded' if s['exclude_seen'] else 'kept'}"]
     if "best_epoch" in s:
-        lines.append(f"selected epoch {s['best_epoch']} of {s['epochs']}: valid HR@10 {s['best_valid']['hr@10']:.4f}, "
-                     f"NDCG@10 {s['best_valid']['ndcg@10']:.4f}")
+        lines.append(
+            f"selected epoch {s['best_epoch']} of {s['epochs']}: valid HR@10 {s['best_valid']['hr@10']:.4f}, "
+            f"NDCG@10 {s['best_valid']['ndcg@10']:.4f}"
+        )
     for name, m in s["overall"].items():
         lines.append(f"{name:>10}: HR@10 {m['hr@10']:.4f}, NDCG@10 {m['ndcg@10']:.4f}")
     for title, rows in s["buckets"].items():
-        lines.append(f"{title}: " + "; ".join(f"{r['bucket']} ({r['samples']}) HR@10 {r['model']['hr@10']:.3f} vs "
-                                              f"{r['popularity']['hr@10']:.3f}" for r in rows))
+        lines.append(
+            f"{title}: "
+            + "; ".join(
+                f"{r['bucket']} ({r['samples']}) HR@10 {r['model']['hr@10']:.3f} vs {r['popularity']['hr@10']:.3f}"
+                for r in rows
+            )
+        )
     for t, g in s.get("gate_weight_of_order_a", {}).items():
         lines.append(f"gate, {t} nodes: weight of order A mean {g['mean']:.3f}, quartiles {g['quartiles']}")
     if "user" in s:

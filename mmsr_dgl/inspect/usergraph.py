@@ -1,4 +1,5 @@
 """One user's MSGraph as the model saw it (attention weights as edge widths) beside their top-10."""
+
 from __future__ import annotations
 
 import textwrap
@@ -46,12 +47,11 @@ def layout(graph, ntypes: list[str], positions: int) -> dict[tuple[str, int], tu
     return where
 
 
-def draw(model, data, user: int, recommendations: list[tuple[int, float]], texts: dict[str, str],
-         path: Path) -> dict:
+def draw(model, data, user: int, recommendations: list[tuple[int, float]], texts: dict[str, str], path: Path) -> dict:
     """Draw the user's graph (last `max_len` items) and list their latest items and top-K; returns the user's
     history length and the number of edges drawn per relation group."""
     n_items = len(data.history(user))
-    history = data.history(user)[-data.max_len:]
+    history = data.history(user)[-data.max_len :]
     modalities, views = model.graph_spec()
     batch = make_batch([history], data.max_len, {m: data.codes[m] for m in modalities}, views)
     model.eval()
@@ -64,34 +64,62 @@ def draw(model, data, user: int, recommendations: list[tuple[int, float]], texts
     axes, listing = figure.subplots(1, 2, gridspec_kw={"width_ratios": [1.5, 1]})
     for (rel, u, v), w in drawn.items():
         group = "homogeneous" if rel in schema.homogeneous else "heterogeneous"
-        arrow = FancyArrowPatch(where[(rel[0], u)], where[(rel[2], v)], arrowstyle="-|>", mutation_scale=8,
-                                connectionstyle="arc3,rad=0.25", linewidth=0.3 + 4 * w, alpha=0.75,
-                                color=GROUP_COLORS[group], shrinkA=7, shrinkB=7)
+        arrow = FancyArrowPatch(
+            where[(rel[0], u)],
+            where[(rel[2], v)],
+            arrowstyle="-|>",
+            mutation_scale=8,
+            connectionstyle="arc3,rad=0.25",
+            linewidth=0.3 + 4 * w,
+            alpha=0.75,
+            color=GROUP_COLORS[group],
+            shrinkA=7,
+            shrinkB=7,
+        )
         axes.add_patch(arrow)
     for k, t in enumerate(schema.ntypes):
         points = np.array([xy for (nt, _), xy in where.items() if nt == t]).reshape(-1, 2)
-        axes.scatter(points[:, 0], points[:, 1], s=160 if t == "item" else 90, marker="s" if t == "item" else "o",
-                     color=NODE_COLORS[k % len(NODE_COLORS)], zorder=3, label=f"{t} node")
+        axes.scatter(
+            points[:, 0],
+            points[:, 1],
+            s=160 if t == "item" else 90,
+            marker="s" if t == "item" else "o",
+            color=NODE_COLORS[k % len(NODE_COLORS)],
+            zorder=3,
+            label=f"{t} node",
+        )
     handles, _ = axes.get_legend_handles_labels()
     handles += [Line2D([], [], color=c, linewidth=2, label=f"{g} edge") for g, c in GROUP_COLORS.items()]
-    axes.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.09), ncol=len(handles), fontsize=8,
-                frameon=False)
+    axes.legend(
+        handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.09), ncol=len(handles), fontsize=8, frameon=False
+    )
     shown = f"the last {DRAWN} of its {n_items} items" if n_items > DRAWN else f"its {n_items} items"
-    axes.set(title=f"user {data.user_ids[user]}: MSGraph, {shown} (edge width: attention weight)",
-             xlabel="position (0 = most recent item)", yticks=[])
+    axes.set(
+        title=f"user {data.user_ids[user]}: MSGraph, {shown} (edge width: attention weight)",
+        xlabel="position (0 = most recent item)",
+        yticks=[],
+    )
     axes.margins(0.08, 0.25)
 
     def line(prefix: str, item: int) -> str:
         text = texts.get(str(data.item_ids[item]), "")
         return textwrap.shorten(f"{prefix} {data.item_names[item]}  {text}", 95, placeholder=" ...")
+
     latest = history[-DRAWN:]
-    lines = ["Items drawn, by position (0 = most recent):",
-             *(line(f"{k - len(latest) + 1:>3}", i) for k, i in enumerate(latest)),
-             "", "Top-10 (score):", *(line(f"{r:>3}. ({s:.2f})", i) for r, (i, s) in enumerate(recommendations, 1))]
+    lines = [
+        "Items drawn, by position (0 = most recent):",
+        *(line(f"{k - len(latest) + 1:>3}", i) for k, i in enumerate(latest)),
+        "",
+        "Top-10 (score):",
+        *(line(f"{r:>3}. ({s:.2f})", i) for r, (i, s) in enumerate(recommendations, 1)),
+    ]
     listing.axis("off")
-    listing.text(0, 1, "\n".join(lines), va="top", ha="left", family="monospace", fontsize=8.5,
-                 transform=listing.transAxes)
+    listing.text(
+        0, 1, "\n".join(lines), va="top", ha="left", family="monospace", fontsize=8.5, transform=listing.transAxes
+    )
     save(figure, path)
-    by_group = {g: [w for (rel, _, _), w in weights.items()
-                    if (rel in schema.homogeneous) == (g == "homogeneous")] for g in GROUP_COLORS}
+    by_group = {
+        g: [w for (rel, _, _), w in weights.items() if (rel in schema.homogeneous) == (g == "homogeneous")]
+        for g in GROUP_COLORS
+    }
     return {"history_items": n_items, "edges": {g: len(w) for g, w in by_group.items()}}

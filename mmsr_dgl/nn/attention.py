@@ -5,6 +5,7 @@ A phase reads *score* features `s` and *value* features `h` (node type -> [N_t, 
 then one `multi_update_all` that sums weight * value over all the view's relations. Keeping `s` and `h` apart is
 what makes the fusion non-invasive: phase two scores with phase one's output but aggregates the unfused values.
 """
+
 from __future__ import annotations
 
 import math
@@ -30,8 +31,7 @@ class HomogeneousAttention(nn.Module):
 
     def __init__(self, relations: list[CanonicalEType], dim: int):
         super().__init__()
-        self.vectors = nn.ParameterDict({_name(r): nn.Parameter(torch.randn(dim) / math.sqrt(dim))
-                                         for r in relations})
+        self.vectors = nn.ParameterDict({_name(r): nn.Parameter(torch.randn(dim) / math.sqrt(dim)) for r in relations})
 
     def logits(self, view: dgl.DGLHeteroGraph, s: Feats, rels: list[CanonicalEType] | None = None) -> EdgeFeats:
         out = {}
@@ -75,8 +75,9 @@ class HeterogeneousAttention(nn.Module):
         return {rel: value[rel[0]] for rel in rels}
 
 
-def attend(view: dgl.DGLHeteroGraph, logits: EdgeFeats, values: EdgeFeats,
-           dropout: nn.Module) -> tuple[Feats, EdgeFeats]:
+def attend(
+    view: dgl.DGLHeteroGraph, logits: EdgeFeats, values: EdgeFeats, dropout: nn.Module
+) -> tuple[Feats, EdgeFeats]:
     """Softmax the logits over all in-edges of each node in the view, then one `multi_update_all`: each destination
     node receives the weighted sum of its in-neighbours' values, summed over relations. Returns the destination
     types' outputs [N_t, d] and the attention weights [E_r, 1] (before dropout)."""

@@ -1,5 +1,6 @@
 """A batch as the models read it: left-padded sequences, and for graph models the batched MSGraph with the
 relation-group views their layers use. Graphs are built here, never in `forward`."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
@@ -31,9 +32,16 @@ class Batch:
     def to(self, device: torch.device | str) -> Batch:
         def move(x):
             return None if x is None else x.to(device)
-        return replace(self, seq=self.seq.to(device), graph=move(self.graph), last=move(self.last),
-                       views={k: move(v) for k, v in self.views.items()}, targets=move(self.targets),
-                       seen=move(self.seen))
+
+        return replace(
+            self,
+            seq=self.seq.to(device),
+            graph=move(self.graph),
+            last=move(self.last),
+            views={k: move(v) for k, v in self.views.items()},
+            targets=move(self.targets),
+            seen=move(self.seen),
+        )
 
 
 def pad_left(histories: Sequence[np.ndarray], width: int | None = None) -> torch.Tensor:
@@ -42,20 +50,28 @@ def pad_left(histories: Sequence[np.ndarray], width: int | None = None) -> torch
     out = np.zeros((len(histories), width), dtype=np.int64)
     for row, history in enumerate(histories):
         history = history[-width:]
-        out[row, width - len(history):] = history
+        out[row, width - len(history) :] = history
     return torch.from_numpy(out)
 
 
-def make_batch(histories: Sequence[np.ndarray], max_len: int, codes: dict[str, np.ndarray] | None = None,
-               views: set[ViewKey] = frozenset(), targets: np.ndarray | None = None,
-               seen: Sequence[np.ndarray] | None = None) -> Batch:
+def make_batch(
+    histories: Sequence[np.ndarray],
+    max_len: int,
+    codes: dict[str, np.ndarray] | None = None,
+    views: set[ViewKey] = frozenset(),
+    targets: np.ndarray | None = None,
+    seen: Sequence[np.ndarray] | None = None,
+) -> Batch:
     """A batch of these histories; with `codes` (modality -> [n_items, k] code table; {} for an item-only graph)
     also their batched MSGraph and the named relation-group views of it."""
-    batch = Batch(seq=pad_left(histories, max_len),
-                  targets=None if targets is None else torch.as_tensor(np.asarray(targets), dtype=torch.int64),
-                  seen=None if seen is None else pad_left(seen))
+    batch = Batch(
+        seq=pad_left(histories, max_len),
+        targets=None if targets is None else torch.as_tensor(np.asarray(targets), dtype=torch.int64),
+        seen=None if seen is None else pad_left(seen),
+    )
     if codes is None:
         return batch
     graph = collate_msgraphs(histories, codes, max_len)
-    return replace(batch, graph=graph, views=group_views(graph, MSGraphSchema(tuple(codes)), views),
-                   last=last_item_nodes(graph))
+    return replace(
+        batch, graph=graph, views=group_views(graph, MSGraphSchema(tuple(codes)), views), last=last_item_nodes(graph)
+    )

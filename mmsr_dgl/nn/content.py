@@ -1,9 +1,10 @@
 """Item embeddings that hold item content (`item_repr`), for any recommender that scores with an item table.
 
-    id                 the id embedding (the paper's items; SASRec's)
-    id+codes           plus, per modality, the mean embedding of the item's codes
-    id+codes+features  plus, per modality, a linear map of the item's reduced features
+id                 the id embedding (the paper's items; SASRec's)
+id+codes           plus, per modality, the mean embedding of the item's codes
+id+codes+features  plus, per modality, a linear map of the item's reduced features
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -37,7 +38,7 @@ def _centroid_init(centroids: np.ndarray, dim: int, std: float) -> torch.Tensor:
     u, s, _ = np.linalg.svd(x, full_matrices=False)
     proj = (u * s)[:, :dim]
     out = np.zeros((len(centroids), dim), dtype=np.float32)
-    out[:, :proj.shape[1]] = proj / (proj.std() + 1e-8) * std
+    out[:, : proj.shape[1]] = proj / (proj.std() + 1e-8) * std
     return torch.from_numpy(out)
 
 
@@ -59,10 +60,12 @@ class ContentRecommender(FullSortRecommender):
             present = (item_codes >= 0).float()
             self.register_buffer(f"item_codes_{m}", item_codes, persistent=False)
             # the mean over an item's codes as one weighted embedding bag: weight 1 / count per present code
-            self.register_buffer(f"code_weights_{m}", present / present.sum(1, keepdim=True).clamp(min=1),
-                                 persistent=False)
-            self.register_buffer(f"item_features_{m}", torch.as_tensor(features[m], dtype=torch.float32,
-                                                                       device=device), persistent=False)
+            self.register_buffer(
+                f"code_weights_{m}", present / present.sum(1, keepdim=True).clamp(min=1), persistent=False
+            )
+            self.register_buffer(
+                f"item_features_{m}", torch.as_tensor(features[m], dtype=torch.float32, device=device), persistent=False
+            )
 
     def item_table(self, ids: torch.Tensor | None = None) -> torch.Tensor:
         """[n_items, d] (with `ids` [U]: only their rows, [U, d]) as `item_repr` says."""
@@ -73,8 +76,9 @@ class ContentRecommender(FullSortRecommender):
             codes, weights = getattr(self, f"item_codes_{m}"), getattr(self, f"code_weights_{m}")  # [n_items, k]
             if ids is not None:
                 codes, weights = codes[ids], weights[ids]
-            table = table + F.embedding_bag(codes.clamp(min=0), self.code_emb[m].weight, mode="sum",
-                                            per_sample_weights=weights)  # [U, d]: the mean of its codes' rows
+            table = table + F.embedding_bag(
+                codes.clamp(min=0), self.code_emb[m].weight, mode="sum", per_sample_weights=weights
+            )  # [U, d]: the mean of its codes' rows
             if "features" in self.item_repr:
                 features = getattr(self, f"item_features_{m}")
                 table = table + self.feature_proj[m](features if ids is None else features[ids])  # zero rows stay 0

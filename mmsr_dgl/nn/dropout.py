@@ -1,4 +1,5 @@
 """Dropout with a faster mask, shared by the models."""
+
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,5 @@
 """One MMSR propagation layer: dual attention with asynchronous, non-invasive fusion and an update gate."""
+
 from __future__ import annotations
 
 import dgl
@@ -24,8 +25,9 @@ class MMSRLayer(nn.Module):
     type (phase two then runs on the relations into it, and phase one on no more than phase two reads).
     """
 
-    def __init__(self, schema: MSGraphSchema, dim: int, fusion: str = "async", dropout: float = 0.1,
-                 attn_dropout: float = 0.1):
+    def __init__(
+        self, schema: MSGraphSchema, dim: int, fusion: str = "async", dropout: float = 0.1, attn_dropout: float = 0.1
+    ):
         super().__init__()
         if fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
@@ -34,8 +36,9 @@ class MMSRLayer(nn.Module):
         n_orders = 2 if fusion == "async" else 1
         # index i: the attentions of order A (i=0), or of order B (i=1, async only)
         self.homo = nn.ModuleList([HomogeneousAttention(schema.homogeneous, dim) for _ in range(n_orders)])
-        self.hetero = nn.ModuleList([HeterogeneousAttention(ntypes, dim)
-                                     for _ in range(0 if fusion == "none" else n_orders)])
+        self.hetero = nn.ModuleList(
+            [HeterogeneousAttention(ntypes, dim) for _ in range(0 if fusion == "none" else n_orders)]
+        )
         if fusion == "async":
             self.gate = nn.ModuleDict({t: nn.Linear(2 * dim, 2) for t in ntypes})
         self.norm = nn.ModuleDict({t: nn.LayerNorm(dim) for t in ntypes})
@@ -62,8 +65,14 @@ class MMSRLayer(nn.Module):
             keys.update(self._phase_views("heterogeneous", "homogeneous", into))
         return keys
 
-    def _phase(self, att: HomogeneousAttention | HeterogeneousAttention | _Joint, views: Views, key: ViewKey,
-               scores: Feats, values: Feats) -> Feats:
+    def _phase(
+        self,
+        att: HomogeneousAttention | HeterogeneousAttention | _Joint,
+        views: Views,
+        key: ViewKey,
+        scores: Feats,
+        values: Feats,
+    ) -> Feats:
         """One attention phase on the view `key`: the outputs [N_t, d] of the node types it updates (`key`'s
         destination type, or all); zero for nodes without in-edges, as a sum over no neighbours."""
         view = views[key]
@@ -72,8 +81,9 @@ class MMSRLayer(nn.Module):
             out, weights = attend(view, att.logits(view, scores), att.values(view, values), self.attn_dropout)
         if self.trace is not None:
             self.trace.append((key, weights))
-        return {t: out[t] if t in out else torch.zeros_like(values[t])
-                for t in ([key[1]] if key[1] else self.schema.ntypes)}
+        return {
+            t: out[t] if t in out else torch.zeros_like(values[t]) for t in ([key[1]] if key[1] else self.schema.ntypes)
+        }
 
     def homo_then_hetero(self, views: Views, h: Feats, into: str | None = None, i: int = 0) -> Feats:
         first, second = self._phase_views("homogeneous", "heterogeneous", into)

@@ -1,5 +1,6 @@
 """The cross-entropy kernels of the models' losses: the log-probability of a target under a softmax over every item,
 computed block by block, and the negative log-likelihood of a mixture of such softmaxes."""
+
 from __future__ import annotations
 
 import torch
@@ -20,7 +21,7 @@ class _TargetLogProb(torch.autograd.Function):
         chunk = max(1, BLOCK_BYTES // (4 * len(query)))
         lse = query.new_full((len(query),), float("-inf"))
         for start in range(0, len(keys), chunk):
-            block = query @ keys[start:start + chunk].T  # [M, c]
+            block = query @ keys[start : start + chunk].T  # [M, c]
             lse = torch.logaddexp(lse, torch.logsumexp(block, -1))
         ctx.save_for_backward(query, keys, index, lse)
         ctx.chunk = chunk
@@ -33,10 +34,10 @@ class _TargetLogProb(torch.autograd.Function):
         grad_keys = torch.empty_like(keys)
         weight = -grad[:, None]
         for start in range(0, len(keys), ctx.chunk):
-            part = keys[start:start + ctx.chunk]
+            part = keys[start : start + ctx.chunk]
             block = (query @ part.T).sub_(lse[:, None]).exp_().mul_(weight)  # [M, c]: -grad * softmax
             grad_query.addmm_(block, part)
-            torch.mm(block.T, query, out=grad_keys[start:start + ctx.chunk])
+            torch.mm(block.T, query, out=grad_keys[start : start + ctx.chunk])
         grad_query.addcmul_(keys[index], grad[:, None])  # the target's own score
         grad_keys.index_add_(0, index, query * grad[:, None])
         return grad_query, grad_keys, None

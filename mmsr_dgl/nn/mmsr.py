@@ -1,4 +1,5 @@
 """The MMSR recommender: node embeddings -> MMSR layers -> last-item readout -> scores over all items."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -34,8 +35,15 @@ class MMSR(ContentRecommender):
     Scores cover item ids 0..n_items-1 where id 0 is padding and always scores -inf.
     """
 
-    def __init__(self, config: MMSRConfig, n_items: int, max_len: int, modalities: dict[str, np.ndarray],
-                 item_codes: dict[str, np.ndarray], item_features: dict[str, np.ndarray]):
+    def __init__(
+        self,
+        config: MMSRConfig,
+        n_items: int,
+        max_len: int,
+        modalities: dict[str, np.ndarray],
+        item_codes: dict[str, np.ndarray],
+        item_features: dict[str, np.ndarray],
+    ):
         """modalities: modality -> k-means centroids [n_codes, reduced_dim]: the code nodes of the graph (none
         under fusion 'none') and the content of the item table (`item_repr`); item_codes, item_features: modality ->
         [n_items, k] codes, [n_items, reduced_dim] reduced features of every item (see `set_item_content`)."""
@@ -56,8 +64,9 @@ class MMSR(ContentRecommender):
         self.pos_emb = nn.Parameter(torch.randn(max_len, d) * std)
         # without code nodes only the homogeneous group has edges other than self-loops: the item-graph path
         fusion = config.fusion if graph_modalities else "none"
-        self.layers = nn.ModuleList([MMSRLayer(self.schema, d, fusion, config.dropout, config.attn_dropout)
-                                     for _ in range(config.n_layers)])
+        self.layers = nn.ModuleList(
+            [MMSRLayer(self.schema, d, fusion, config.dropout, config.attn_dropout) for _ in range(config.n_layers)]
+        )
         self.input_norm = nn.LayerNorm(d)
         self.dropout = RandMaskDropout(config.dropout)
         if config.readout != "last":

@@ -1,9 +1,10 @@
 """From a history's final states to the query the items are scored with (`readout`).
 
-    last       the most recent item's state (the paper)
-    last+pool  SR-GNN's hybrid: W [h_last; sum_i a_i h_i] with a_i = w . sigmoid(W1 h_last + W2 h_i)
-    mixture    `last` and `last+pool` as two queries whose softmaxes over the items are averaged
+last       the most recent item's state (the paper)
+last+pool  SR-GNN's hybrid: W [h_last; sum_i a_i h_i] with a_i = w . sigmoid(W1 h_last + W2 h_i)
+mixture    `last` and `last+pool` as two queries whose softmaxes over the items are averaged
 """
+
 from __future__ import annotations
 
 import math

@@ -5,6 +5,7 @@ It follows the same contract as MMSR and reads only `batch.seq` (left-padded ite
 evaluates through the same trainer and metrics. Its item table and readout can be MMSR's (`item_repr`, `readout`):
 the strongest model without the graph that uses the same item content.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from .scoring import Items, Query
 class SASRecConfig:
     """The eSASRec benchmark's SASRec settings (RecBole's: 2 layers, 2 heads, dropouts 0.5), with the item table
     and readout of SASRec; `TrainConfig(model="sasrec")` takes them as its defaults."""
+
     dim: int = 64
     n_layers: int = 1
     n_heads: int = 1
@@ -37,8 +39,15 @@ class SASRecConfig:
 class SASRec(ContentRecommender):
     """Reads no graph (`graph_spec` is None); item content only through `item_repr`."""
 
-    def __init__(self, config: SASRecConfig, n_items: int, max_len: int, modalities: dict[str, np.ndarray],
-                 item_codes: dict[str, np.ndarray], item_features: dict[str, np.ndarray]):
+    def __init__(
+        self,
+        config: SASRecConfig,
+        n_items: int,
+        max_len: int,
+        modalities: dict[str, np.ndarray],
+        item_codes: dict[str, np.ndarray],
+        item_features: dict[str, np.ndarray],
+    ):
         """modalities, item_codes, item_features: as MMSR's, read only by `item_repr` other than 'id'."""
         super().__init__()
         self.temperature, self.item_repr, self.readout = config.temperature, config.item_repr, config.readout
@@ -51,8 +60,9 @@ class SASRec(ContentRecommender):
         self.pos_emb = nn.Embedding(max_len, d)
         self.norm = nn.LayerNorm(d)
         self.dropout = RandMaskDropout(config.dropout)
-        layer = nn.TransformerEncoderLayer(d, config.n_heads, 4 * d, config.dropout, activation="gelu",
-                                           batch_first=True)
+        layer = nn.TransformerEncoderLayer(
+            d, config.n_heads, 4 * d, config.dropout, activation="gelu", batch_first=True
+        )
         layer.dropout, layer.dropout1, layer.dropout2 = (RandMaskDropout(config.dropout) for _ in range(3))
         layer.self_attn.dropout = config.attn_dropout  # applied inside PyTorch's attention, with bernoulli_
         self.encoder = nn.TransformerEncoder(layer, config.n_layers, enable_nested_tensor=False)
@@ -86,7 +96,7 @@ class SASRec(ContentRecommender):
     def query(self, states: torch.Tensor, allowed: torch.Tensor, real: torch.Tensor | None = None) -> Query:
         """The queries of the last len(allowed[0]) positions ([B, Q, d] from states [B, L, d] and the positions each
         reads, allowed [B, Q, L]), flattened over `real` [B, Q] when given, else the last position's only."""
-        last = states[:, -allowed.shape[1]:]  # [B, Q, d]
+        last = states[:, -allowed.shape[1] :]  # [B, Q, d]
         pooled = None if self.readout == "last" else self.pool.over_positions(states, last, allowed)
         pick = (lambda x: x[real]) if real is not None else (lambda x: x[:, -1])  # [N, d] or [B, d]
         return readout.query(self.readout, pick(last), None if pooled is None else pick(pooled))

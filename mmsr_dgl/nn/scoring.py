@@ -1,4 +1,5 @@
 """The model contract shared by every recommender here (RecBole's): forward, full_sort_predict, calculate_loss."""
+
 from __future__ import annotations
 
 from typing import Callable
@@ -98,12 +99,12 @@ class FullSortRecommender(nn.Module):
         mixture = scores.new_empty((len(scores), scores.shape[-1]))  # [B, n_items]
         rows = max(1, BLOCK_BYTES // (4 * scores[0].numel()))
         for start in range(0, len(scores), rows):
-            part = scores[start:start + rows]  # [r, H, n_items]
-            part.add_((log_weights[start:start + rows] - torch.logsumexp(part, -1))[..., None])
+            part = scores[start : start + rows]  # [r, H, n_items]
+            part.add_((log_weights[start : start + rows] - torch.logsumexp(part, -1))[..., None])
             mixed = part[:, 0]
             for head in range(1, part.shape[1]):
                 mixed = torch.logaddexp(mixed, part[:, head])
-            mixture[start:start + rows] = mixed
+            mixture[start : start + rows] = mixed
         return mixture
 
     def full_loss(self, query: Query, targets: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
@@ -115,8 +116,9 @@ class FullSortRecommender(nn.Module):
         log_prob = target_log_prob(query.reshape(-1, query.shape[-1]), keys, index.reshape(-1))
         return mixture_nll(log_prob.view(index.shape), log_weights)
 
-    def sampled_loss(self, query: Query, targets: torch.Tensor, items: Items,
-                     negatives: torch.Tensor | None = None) -> torch.Tensor:
+    def sampled_loss(
+        self, query: Query, targets: torch.Tensor, items: Items, negatives: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Cross-entropy of each query [N, d] (or mixture of H queries [N, H, d]) over its target [N] and
         `n_negatives` items drawn uniformly (padding excluded; `negatives` [K] when drawn already), the same for
         the whole batch; a negative that is the target itself is masked out. Its cost grows with `n_negatives`,
@@ -126,8 +128,8 @@ class FullSortRecommender(nn.Module):
         queries = query if log_weights is not None else query[:, None]  # [N, H, d]
         rows = items[torch.cat([targets, negatives])]  # [N + K, d]
         queries, rows = self._normalized(queries, rows)
-        positive = (queries * rows[:len(targets), None]).sum(-1, keepdim=True)  # [N, H, 1]
-        negative = queries @ rows[len(targets):].T  # [N, H, K]
+        positive = (queries * rows[: len(targets), None]).sum(-1, keepdim=True)  # [N, H, 1]
+        negative = queries @ rows[len(targets) :].T  # [N, H, K]
         negative = negative.masked_fill((negatives == targets[:, None])[:, None], float("-inf"))
         log_prob = torch.cat([positive, negative], -1).log_softmax(-1)[..., 0]  # [N, H]
         return mixture_nll(log_prob if log_weights is not None else log_prob[:, 0], log_weights)

@@ -1,4 +1,5 @@
 """The training configuration: one flat, typed record (model and optimisation settings together)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -15,16 +16,28 @@ from .metrics import KS, METRICS
 class ModelEntry:
     """A model `train` can build: its class, its settings (their defaults are the model's defaults) and how it
     trains by default."""
+
     model: type[Recommender]
     settings: type
     training: dict
 
 
-MODELS = {"mmsr": ModelEntry(MMSR, MMSRConfig, {"train_on": "positions", "batch_size": 256}),
-          # SASRec trains as the eSASRec benchmark trains RecTools' SASRec
-          "sasrec": ModelEntry(SASRec, SASRecConfig, {"train_on": "sequences", "batch_size": 128})}
-MODEL_DEFAULTED = ("n_layers", "n_heads", "dropout", "attn_dropout", "temperature", "readout", "item_repr",
-                   "train_on", "batch_size")  # None in TrainConfig: the chosen model's default
+MODELS = {
+    "mmsr": ModelEntry(MMSR, MMSRConfig, {"train_on": "positions", "batch_size": 256}),
+    # SASRec trains as the eSASRec benchmark trains RecTools' SASRec
+    "sasrec": ModelEntry(SASRec, SASRecConfig, {"train_on": "sequences", "batch_size": 128}),
+}
+MODEL_DEFAULTED = (
+    "n_layers",
+    "n_heads",
+    "dropout",
+    "attn_dropout",
+    "temperature",
+    "readout",
+    "item_repr",
+    "train_on",
+    "batch_size",
+)  # None in TrainConfig: the chosen model's default
 
 
 @dataclass
@@ -78,8 +91,10 @@ class TrainConfig:
             raise UserError(f"setting 'valid_metric': {self.valid_metric!r} is not one of {', '.join(sorted(names))}")
         cores = os.cpu_count() or 1
         if not 0 <= self.threads <= cores:
-            raise UserError(f"setting 'threads': must be 0 (chosen by measurement) or a thread count up to the "
-                            f"{cores} cores of this machine")
+            raise UserError(
+                f"setting 'threads': must be 0 (chosen by measurement) or a thread count up to the "
+                f"{cores} cores of this machine"
+            )
         if self.num_workers > cores:
             raise UserError(f"setting 'num_workers': at most one worker process per core ({cores} here)")
         for name in ("dim", "n_layers", "n_heads", "epochs", "batch_size", "eval_batch_size"):
@@ -97,11 +112,13 @@ class TrainConfig:
         if self.n_negatives < 0:
             raise UserError("setting 'n_negatives': must be >= 0")
         if self.n_negatives and self.weight_decay:
-            raise UserError("settings 'n_negatives' and 'weight_decay': a sampled softmax updates the item embeddings "
-                            "with a lazy (sparse) Adam, which has no weight decay; set one of them to 0")
+            raise UserError(
+                "settings 'n_negatives' and 'weight_decay': a sampled softmax updates the item embeddings "
+                "with a lazy (sparse) Adam, which has no weight decay; set one of them to 0"
+            )
         if self.missing_rate and self.missing_modality is None:
             raise UserError("setting 'missing_rate': needs 'missing_modality' (which modality goes missing)")
-        if not 0 <= self.seed < 2 ** 32:
+        if not 0 <= self.seed < 2**32:
             raise UserError(f"setting 'seed': must be in [0, 2**32), got {self.seed}")
         if not 0 < self.lr <= 1:
             raise UserError(f"setting 'lr': must be in (0, 1], got {self.lr}")

@@ -1,6 +1,7 @@
 """Training in several processes with torch.distributed (gloo on CPU, nccl on CUDA): the process group, each
 process's share of a batch, and the few collectives the training loop needs. Started by `train --nproc N` (the
 same elastic launcher as torchrun, in-process) or by torchrun itself."""
+
 from __future__ import annotations
 
 import os
@@ -24,6 +25,7 @@ TIMEOUT = timedelta(minutes=10)
 @dataclass(frozen=True)
 class Group:
     """This process's place among the training processes; a single process is rank 0 of 1."""
+
     rank: int = 0
     world: int = 1
     local_rank: int = 0
@@ -40,8 +42,12 @@ class Group:
             return cls()
         if not dist.is_initialized():
             dist.init_process_group("nccl" if device.startswith("cuda") else "gloo", timeout=TIMEOUT)
-        return cls(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")),
-                   int(os.environ.get("LOCAL_WORLD_SIZE", dist.get_world_size())))
+        return cls(
+            dist.get_rank(),
+            dist.get_world_size(),
+            int(os.environ.get("LOCAL_RANK", "0")),
+            int(os.environ.get("LOCAL_WORLD_SIZE", dist.get_world_size())),
+        )
 
     def threads(self, wanted: int) -> int:
         """Intra-op threads for this process: `wanted` (0: its share of this machine's cores), but no more than
@@ -108,8 +114,10 @@ class Group:
         dist.all_gather_object(values, value)
         differ = [rank for rank, v in enumerate(values) if v != values[0]]
         if differ:
-            raise UserError(f"training processes {', '.join(map(str, differ))} of {self.world} hold another {what} "
-                            f"than process 0; give every process the same one")
+            raise UserError(
+                f"training processes {', '.join(map(str, differ))} of {self.world} hold another {what} "
+                f"than process 0; give every process the same one"
+            )
 
     def loss_step(self, model: torch.nn.Module) -> torch.nn.Module:
         """`step(batch)` -> the model's training loss; in a group, its backward also averages the gradients."""
@@ -136,7 +144,7 @@ class _Loss(torch.nn.Module):
 
 def seed_for(seed: int, epoch: int, rank: int) -> int:
     """The torch seed of one process in one epoch (dropout, sampled negatives): a resumed run draws the same."""
-    return int(np.random.default_rng([seed, epoch, rank]).integers(2 ** 63))
+    return int(np.random.default_rng([seed, epoch, rank]).integers(2**63))
 
 
 def launch(nproc: int, work: Callable, *args) -> Any:
@@ -147,16 +155,29 @@ def launch(nproc: int, work: Callable, *args) -> Any:
 
     if dist.is_torchelastic_launched():
         raise UserError("--nproc inside a torchrun launch: give torchrun --nproc-per-node instead")
-    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=str(uuid.uuid4()),
-                          rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0,
-                          monitor_interval=0.5, start_method="spawn")
+    config = LaunchConfig(
+        min_nodes=1,
+        max_nodes=1,
+        nproc_per_node=nproc,
+        run_id=str(uuid.uuid4()),
+        rdzv_backend="c10d",
+        rdzv_endpoint="localhost:0",
+        max_restarts=0,
+        monitor_interval=0.5,
+        start_method="spawn",
+    )
     try:
         return elastic_launch(config, work)(*args)[0]
     except ChildFailedError as err:
         rank, failure = err.get_first_failure()
         signal = failure.signal_name()
-        how = (f"was killed by {signal}" if failure.exitcode < 0 and signal != "<N/A>"
-               else f"failed: {failure.message}" if isinstance(failure.message, str) and failure.message
-               else f"exited with status {failure.exitcode}")
-        raise UserError(f"training process {rank} of {nproc} {how}; the others were stopped. "
-                        f"Continue the run with --resume") from None
+        how = (
+            f"was killed by {signal}"
+            if failure.exitcode < 0 and signal != "<N/A>"
+            else f"failed: {failure.message}"
+            if isinstance(failure.message, str) and failure.message
+            else f"exited with status {failure.exitcode}"
+        )
+        raise UserError(
+            f"training process {rank} of {nproc} {how}; the others were stopped. Continue the run with --resume"
+        ) from None

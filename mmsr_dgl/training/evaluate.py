@@ -1,4 +1,5 @@
 """Full-ranking evaluation over all items, batched so memory does not grow with the number of users."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -20,20 +21,36 @@ def scoring_batch_size(batch_size: int, n_items: int) -> int:
 
 
 @torch.no_grad()
-def target_ranks(model: Recommender, data: ProcessedData, split: str, batch_size: int = 1024,
-                 exclude_seen: bool = False, device: str = "cpu", num_workers: int = 0,
-                 progress: bool = False, group: Group = Group()) -> torch.Tensor:
+def target_ranks(
+    model: Recommender,
+    data: ProcessedData,
+    split: str,
+    batch_size: int = 1024,
+    exclude_seen: bool = False,
+    device: str = "cpu",
+    num_workers: int = 0,
+    progress: bool = False,
+    group: Group = Group(),
+) -> torch.Tensor:
     """[n_samples]: the 0-based pessimistic rank of each sample's target among all items, in the split's order
     (every process of a group ranks its share and gets all)."""
     model.eval()
     # the items as this data describes them (drops included)
     model.set_item_content(*data.item_content(model.modalities))
-    loader = split_batches(data, model, split, scoring_batch_size(batch_size, data.n_items), num_workers=num_workers,
-                           with_seen=exclude_seen, group=group)
+    loader = split_batches(
+        data,
+        model,
+        split,
+        scoring_batch_size(batch_size, data.n_items),
+        num_workers=num_workers,
+        with_seen=exclude_seen,
+        group=group,
+    )
     items = model.item_table()  # [n_items, d], once for every batch
     ranks = [torch.empty(0, dtype=torch.long)]
-    for batch in tqdm(prefetched(loader), desc=f"evaluate {split}", total=len(loader), leave=False,
-                      disable=not progress):
+    for batch in tqdm(
+        prefetched(loader), desc=f"evaluate {split}", total=len(loader), leave=False, disable=not progress
+    ):
         batch = batch.to(device)
         scores = model.full_sort_predict(batch, items)
         if exclude_seen:
@@ -43,17 +60,26 @@ def target_ranks(model: Recommender, data: ProcessedData, split: str, batch_size
     return group.gather(index, torch.cat(ranks), len(data.splits[split][0]))
 
 
-def evaluate(model: Recommender, data: ProcessedData, split: str, batch_size: int = 1024, exclude_seen: bool = False,
-             device: str = "cpu", num_workers: int = 0, progress: bool = False,
-             group: Group = Group()) -> dict[str, float]:
+def evaluate(
+    model: Recommender,
+    data: ProcessedData,
+    split: str,
+    batch_size: int = 1024,
+    exclude_seen: bool = False,
+    device: str = "cpu",
+    num_workers: int = 0,
+    progress: bool = False,
+    group: Group = Group(),
+) -> dict[str, float]:
     """HR, NDCG and MRR at 5/10/20 of `model` on a split ('valid' or 'test'), averaged over its samples."""
     acc = MetricAccumulator()
     acc.add(target_ranks(model, data, split, batch_size, exclude_seen, device, num_workers, progress, group))
     return acc.result()
 
 
-def fixed_ranking_ranks(item_scores: np.ndarray, data: ProcessedData, split: str, batch_size: int = 1024,
-                        exclude_seen: bool = False) -> torch.Tensor:
+def fixed_ranking_ranks(
+    item_scores: np.ndarray, data: ProcessedData, split: str, batch_size: int = 1024, exclude_seen: bool = False
+) -> torch.Tensor:
     """[n_samples]: the target ranks (as `target_ranks`) of a user-independent ranking, item_scores [n_items]."""
     scores_row = torch.as_tensor(item_scores, dtype=torch.float32).clone()
     scores_row[0] = float("-inf")
@@ -70,8 +96,9 @@ def fixed_ranking_ranks(item_scores: np.ndarray, data: ProcessedData, split: str
     return torch.cat(ranks)
 
 
-def evaluate_scores(item_scores: np.ndarray, data: ProcessedData, split: str, batch_size: int = 1024,
-                    exclude_seen: bool = False) -> dict[str, float]:
+def evaluate_scores(
+    item_scores: np.ndarray, data: ProcessedData, split: str, batch_size: int = 1024, exclude_seen: bool = False
+) -> dict[str, float]:
     """The same metrics for a user-independent ranking (e.g. popularity), item_scores [n_items]."""
     acc = MetricAccumulator()
     acc.add(fixed_ranking_ranks(item_scores, data, split, batch_size, exclude_seen))

@@ -1,4 +1,5 @@
 """Batches of samples (user, target position) turned into MSGraph batches, in a seeded order."""
+
 from __future__ import annotations
 
 import random
@@ -18,8 +19,16 @@ from .distributed import Group
 class _Batches(Dataset):
     """Item i is the i-th batch of sample indices; collation happens in __getitem__ (worker processes)."""
 
-    def __init__(self, data: ProcessedData, model: Recommender, users: np.ndarray, ends: np.ndarray | None,
-                 targets: np.ndarray | None, order: list[np.ndarray], with_seen: bool):
+    def __init__(
+        self,
+        data: ProcessedData,
+        model: Recommender,
+        users: np.ndarray,
+        ends: np.ndarray | None,
+        targets: np.ndarray | None,
+        order: list[np.ndarray],
+        with_seen: bool,
+    ):
         self.data, self.order, self.with_seen = data, order, with_seen
         spec = model.graph_spec()
         self.codes = None if spec is None else {m: data.codes[m] for m in spec[0]}
@@ -34,8 +43,9 @@ class _Batches(Dataset):
         ends = None if self.ends is None else self.ends[idx]
         targets = None if self.targets is None else self.targets[idx]
         seen = self.data.inputs(self.users[idx], ends, full=True) if self.with_seen else None
-        return make_batch(self.data.inputs(self.users[idx], ends), self.data.max_len, self.codes, self.views, targets,
-                          seen)
+        return make_batch(
+            self.data.inputs(self.users[idx], ends), self.data.max_len, self.codes, self.views, targets, seen
+        )
 
 
 class _Sequences(Dataset):
@@ -51,8 +61,10 @@ class _Sequences(Dataset):
     def __getitem__(self, i: int) -> Batch:
         idx = self.order[i]
         windows = self.data.inputs(self.users[idx], self.ends[idx], window=self.data.max_len + 1)
-        return Batch(seq=pad_left([w[:-1] for w in windows], self.data.max_len),
-                     targets=pad_left([w[1:] for w in windows], self.data.max_len))
+        return Batch(
+            seq=pad_left([w[:-1] for w in windows], self.data.max_len),
+            targets=pad_left([w[1:] for w in windows], self.data.max_len),
+        )
 
 
 def sequence_batches(data: ProcessedData, batch_size: int, shuffle_seed, group: Group = Group()) -> DataLoader:
@@ -62,18 +74,27 @@ def sequence_batches(data: ProcessedData, batch_size: int, shuffle_seed, group: 
     keep = ends >= 2
     users, ends = users[keep], ends[keep]
     index = np.random.default_rng(shuffle_seed).permutation(len(users))
-    order = [index[i:i + batch_size] for i in range(0, len(index), batch_size)]
+    order = [index[i : i + batch_size] for i in range(0, len(index), batch_size)]
     return _loader(_Sequences(data, users, ends, group.share(order, whole=True)), 0)
 
 
 def _seed_worker(worker_id: int) -> None:
-    seed = torch.initial_seed() % 2 ** 32
+    seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
 
 
-def split_batches(data: ProcessedData, model: Recommender, split: str, batch_size: int, *, shuffle_seed=None,
-                  num_workers: int = 0, with_seen: bool = False, group: Group = Group()) -> DataLoader:
+def split_batches(
+    data: ProcessedData,
+    model: Recommender,
+    split: str,
+    batch_size: int,
+    *,
+    shuffle_seed=None,
+    num_workers: int = 0,
+    with_seen: bool = False,
+    group: Group = Group(),
+) -> DataLoader:
     """This process's share of every batch of one split; shuffled by np.random.default_rng(shuffle_seed) when a
     seed is given (training: every process a part of every batch; evaluation: an empty part is skipped).
     `with_seen` adds each sample's untruncated history (for excluding seen items)."""
@@ -81,22 +102,33 @@ def split_batches(data: ProcessedData, model: Recommender, split: str, batch_siz
     index = np.arange(len(users))
     if shuffle_seed is not None:
         index = np.random.default_rng(shuffle_seed).permutation(len(users))
-    order = [index[i:i + batch_size] for i in range(0, len(index), batch_size)]
+    order = [index[i : i + batch_size] for i in range(0, len(index), batch_size)]
     training = shuffle_seed is not None
     order = group.share(order, whole=training)
     return _loader(_Batches(data, model, users, ends, data.targets(split), order, with_seen), num_workers)
 
 
-def user_batches(data: ProcessedData, model: Recommender, users: np.ndarray, batch_size: int,
-                 num_workers: int = 0, with_seen: bool = False) -> DataLoader:
+def user_batches(
+    data: ProcessedData,
+    model: Recommender,
+    users: np.ndarray,
+    batch_size: int,
+    num_workers: int = 0,
+    with_seen: bool = False,
+) -> DataLoader:
     """Batches of whole histories (for recommendation)."""
     order = [np.arange(i, min(i + batch_size, len(users))) for i in range(0, len(users), batch_size)]
     return _loader(_Batches(data, model, users, None, None, order, with_seen), num_workers)
 
 
 def _loader(dataset: Dataset, num_workers: int) -> DataLoader:
-    return DataLoader(dataset, batch_size=None, shuffle=False, num_workers=num_workers,
-                      worker_init_fn=_seed_worker if num_workers else None)
+    return DataLoader(
+        dataset,
+        batch_size=None,
+        shuffle=False,
+        num_workers=num_workers,
+        worker_init_fn=_seed_worker if num_workers else None,
+    )
 
 
 def prefetched(batches: DataLoader, depth: int = 2) -> Iterator[Batch]:

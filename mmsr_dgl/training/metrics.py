@@ -1,4 +1,5 @@
 """Full-ranking metrics: HR, NDCG and MRR at K, with ties counted pessimistically."""
+
 from __future__ import annotations
 
 import torch

@@ -1,6 +1,7 @@
 """The optimizer: Adam (its fused kernel: one pass over each parameter), and for embeddings with sparse gradients
 (the sampled softmax) a lazy Adam that updates only the rows a step read, so that a step's cost does not grow with
 the catalogue."""
+
 from __future__ import annotations
 
 import torch

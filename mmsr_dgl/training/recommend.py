@@ -1,4 +1,5 @@
 """Top-K recommendations for users from their full histories, written as TSV or JSONL with raw ids."""
+
 from __future__ import annotations
 
 import json
@@ -23,12 +24,13 @@ def read_user_list(path: Path, data: ProcessedData, log: Callable[[str], None] =
     user 7); a user listed twice is recommended for once, and the log says so."""
     index = {u: i for i, u in enumerate(data.user_ids.tolist())}
     if not Path(path).is_file():
-        raise UserError(f"{path}: " + ("not a regular file (--users)" if Path(path).exists()
-                                       else "file not found (--users)"))
+        raise UserError(
+            f"{path}: " + ("not a regular file (--users)" if Path(path).exists() else "file not found (--users)")
+        )
     try:
         text = Path(path).read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as err:
-        line = Path(path).read_bytes()[:err.start].count(b"\n") + 1
+        line = Path(path).read_bytes()[: err.start].count(b"\n") + 1
         raise UserError(f"{path}, line {line}: not UTF-8 text (--users)") from None
     users, listed, repeated = [], set(), 0
     for line_no, line in enumerate(text.splitlines(), 1):
@@ -50,8 +52,15 @@ def read_user_list(path: Path, data: ProcessedData, log: Callable[[str], None] =
 
 
 @torch.no_grad()
-def recommend(model: Recommender, data: ProcessedData, users: np.ndarray, k: int, exclude_seen: bool,
-              batch_size: int = 1024, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+def recommend(
+    model: Recommender,
+    data: ProcessedData,
+    users: np.ndarray,
+    k: int,
+    exclude_seen: bool,
+    batch_size: int = 1024,
+    device: str = "cpu",
+) -> tuple[np.ndarray, np.ndarray]:
     """Item ids [U, k] and scores [U, k], best first, for each user from their whole history."""
     model.eval()
     k = min(k, data.n_items - 1)
@@ -69,8 +78,9 @@ def recommend(model: Recommender, data: ProcessedData, users: np.ndarray, k: int
     return np.concatenate(items), np.concatenate(scores)
 
 
-def write_recommendations(path: Path, data: ProcessedData, users: np.ndarray, items: np.ndarray,
-                          scores: np.ndarray, fmt: str) -> None:
+def write_recommendations(
+    path: Path, data: ProcessedData, users: np.ndarray, items: np.ndarray, scores: np.ndarray, fmt: str
+) -> None:
     """TSV (user, rank, item, score) or JSONL ({"user", "items", "scores"}) with raw ids (ASINs if known)."""
     names = data.item_names
     user_names = data.user_ids[users]
@@ -87,6 +97,15 @@ def write_recommendations(path: Path, data: ProcessedData, users: np.ndarray, it
             else:
                 for u, row_items, row_scores in zip(user_names, items, scores):
                     keep = row_scores > float("-inf")  # fewer than k items left after excluding seen ones
-                    out.write(json.dumps({"user": str(u), "items": [str(names[i]) for i in row_items[keep]],
-                                          "scores": [round(float(s), 6) for s in row_scores[keep]]}) + "\n")
+                    out.write(
+                        json.dumps(
+                            {
+                                "user": str(u),
+                                "items": [str(names[i]) for i in row_items[keep]],
+                                "scores": [round(float(s), 6) for s in row_scores[keep]],
+                            }
+                        )
+                        + "\n"
+                    )
+
     write_file_atomic(path, write)

@@ -1,4 +1,5 @@
 """A run directory: its configuration, its checkpoints (tensors and plain values only), its model."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -34,19 +35,23 @@ def check_model_size(config: TrainConfig, data: ProcessedData) -> None:
     """Refuse, before allocating anything, a model that cannot fit in this machine's memory: at least its item
     embeddings [n_items, dim] and a dozen dim x dim projections per layer, each as weights, gradients and Adam's
     two moments in float32."""
-    params = data.n_items * config.dim + 12 * config.n_layers * config.dim ** 2
+    params = data.n_items * config.dim + 12 * config.n_layers * config.dim**2
     total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     if 16 * params > total:
-        raise UserError(f"settings 'dim' ({config.dim}) and 'n_layers' ({config.n_layers}): the model needs at least "
-                        f"{16 * params / 2 ** 30:,.0f} GiB for its weights and optimizer state; this machine has "
-                        f"{total / 2 ** 30:,.0f} GiB")
+        raise UserError(
+            f"settings 'dim' ({config.dim}) and 'n_layers' ({config.n_layers}): the model needs at least "
+            f"{16 * params / 2**30:,.0f} GiB for its weights and optimizer state; this machine has "
+            f"{total / 2**30:,.0f} GiB"
+        )
 
 
 def build_model(config: TrainConfig, data: ProcessedData) -> Recommender:
     check_model_size(config, data)
     if config.n_negatives >= data.n_items - 1:
-        raise UserError(f"setting 'n_negatives' ({config.n_negatives}): the dataset has {data.n_items - 1} items; "
-                        f"sample fewer, or set 0 for the full softmax over all of them")
+        raise UserError(
+            f"setting 'n_negatives' ({config.n_negatives}): the dataset has {data.n_items - 1} items; "
+            f"sample fewer, or set 0 for the full softmax over all of them"
+        )
     model = _build(config, data)
     model.set_sampled(config.n_negatives)
     return model
@@ -57,8 +62,13 @@ def _build(config: TrainConfig, data: ProcessedData) -> Recommender:
     if missing:
         raise UserError(f"setting 'modalities': {sorted(missing)} not in the dataset (it has {data.modalities})")
     names = data.modalities if config.modalities is None else config.modalities
-    return MODELS[config.model].model(config.model_settings(), data.n_items, data.max_len,
-                                      {m: data.centroids[m] for m in names}, *data.item_content(names))
+    return MODELS[config.model].model(
+        config.model_settings(),
+        data.n_items,
+        data.max_len,
+        {m: data.centroids[m] for m in names},
+        *data.item_content(names),
+    )
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
@@ -66,8 +76,10 @@ def save_checkpoint(path: Path, state: dict) -> None:
         write_file_atomic(path, lambda tmp: torch.save({"format": CHECKPOINT_FORMAT, **state}, tmp))
     except RuntimeError as err:  # torch's writer reports a full disk or a lost file system as a RuntimeError
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"{path}: the checkpoint could not be written ({reason}); is the disk full? The previous "
-                        f"checkpoint is intact: free space and continue with --resume") from None
+        raise UserError(
+            f"{path}: the checkpoint could not be written ({reason}); is the disk full? The previous "
+            f"checkpoint is intact: free space and continue with --resume"
+        ) from None
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -82,8 +94,10 @@ def load_checkpoint(path: Path) -> dict:
     if not isinstance(state, dict) or not isinstance(state.get("format"), int):
         raise UserError(f"{path}: not an mmsr-dgl checkpoint")
     if state["format"] != CHECKPOINT_FORMAT:
-        raise UserError(f"{path}: checkpoint format {state['format']} (this version reads {CHECKPOINT_FORMAT}); "
-                        f"{EARLIER_VERSION if state['format'] < CHECKPOINT_FORMAT else 'made by a newer mmsr-dgl'}")
+        raise UserError(
+            f"{path}: checkpoint format {state['format']} (this version reads {CHECKPOINT_FORMAT}); "
+            f"{EARLIER_VERSION if state['format'] < CHECKPOINT_FORMAT else 'made by a newer mmsr-dgl'}"
+        )
     return state
 
 
@@ -100,15 +114,22 @@ def restore_model(model: Recommender, state: dict, path: Path) -> None:
         found = set(state.get("model", {}))
         expected = set(model.state_dict())
         missing, unexpected = sorted(expected - found), sorted(found - expected)
-        detail = "; ".join(f"{len(names)} {kind} weights ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})"
-                           for kind, names in (("missing", missing), ("unexpected", unexpected)) if names)
-        raise UserError(f"{path}: checkpoint does not match the model of this run ("
-                        f"{detail or str(err).strip().splitlines()[0]})") from None
+        detail = "; ".join(
+            f"{len(names)} {kind} weights ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})"
+            for kind, names in (("missing", missing), ("unexpected", unexpected))
+            if names
+        )
+        raise UserError(
+            f"{path}: checkpoint does not match the model of this run ({detail or str(err).strip().splitlines()[0]})"
+        ) from None
 
 
 def write_run_config(run_dir: Path, config: TrainConfig, data_dir: Path, fingerprint: str) -> None:
-    payload = {"data": str(Path(data_dir).resolve()), "data_fingerprint": fingerprint,
-               "config": dataclasses.asdict(config)}
+    payload = {
+        "data": str(Path(data_dir).resolve()),
+        "data_fingerprint": fingerprint,
+        "config": dataclasses.asdict(config),
+    }
     write_file_atomic(run_dir / CONFIG_FILE, lambda tmp: tmp.write_text(yaml.safe_dump(payload, sort_keys=False)))
 
 
@@ -118,8 +139,11 @@ def read_run_config(path: Path) -> dict:
         payload = yaml.safe_load(path.read_text())
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
         raise UserError(f"{path}: not a readable run configuration ({err})") from None
-    if not (isinstance(payload, dict) and isinstance(payload.get("config"), dict)
-            and {"data", "data_fingerprint"} <= set(payload)):
+    if not (
+        isinstance(payload, dict)
+        and isinstance(payload.get("config"), dict)
+        and {"data", "data_fingerprint"} <= set(payload)
+    ):
         raise UserError(f"{path}: not a run configuration written by `mmsr-dgl train`")
     return payload
 
@@ -129,15 +153,17 @@ def run_config(settings: dict, path: Path) -> TrainConfig:
     kinds = field_types(TrainConfig)
     for problem, names in (("unknown", set(settings) - set(kinds)), ("missing", set(kinds) - set(settings))):
         if names:
-            raise UserError(f"{path}: {problem} setting {', '.join(map(repr, sorted(names)))}; this run was "
-                            f"{EARLIER_VERSION}")
+            raise UserError(
+                f"{path}: {problem} setting {', '.join(map(repr, sorted(names)))}; this run was {EARLIER_VERSION}"
+            )
     try:
         values = {k: check_type(f"{k}' in '{path}", v, kinds[k]) for k, v in settings.items()}
         config = TrainConfig(**values)
         config.validate()
     except UserError as err:
-        raise UserError(f"{err}; the file was edited by hand (put back what `mmsr-dgl train` wrote), or "
-                        f"{EARLIER_VERSION}") from None
+        raise UserError(
+            f"{err}; the file was edited by hand (put back what `mmsr-dgl train` wrote), or {EARLIER_VERSION}"
+        ) from None
     return config
 
 
@@ -151,8 +177,9 @@ def run_settings(run_dir: Path) -> tuple[TrainConfig, Path, str]:
     return run_config(payload["config"], path), Path(payload["data"]), payload["data_fingerprint"]
 
 
-def requested_settings(run_dir: Path, config_file: Path | None, overrides: list[str],
-                       resume: bool) -> tuple[TrainConfig, Path | None]:
+def requested_settings(
+    run_dir: Path, config_file: Path | None, overrides: list[str], resume: bool
+) -> tuple[TrainConfig, Path | None]:
     """The settings a `train` command asks for and the dataset it names: resuming, the run's own settings and
     dataset, updated by `config_file` and then `overrides`; else the defaults updated by them (and no dataset)."""
     if not resume:
@@ -163,27 +190,32 @@ def requested_settings(run_dir: Path, config_file: Path | None, overrides: list[
     return build_config(TrainConfig, config_file, overrides, base=dataclasses.asdict(saved)), trained_on
 
 
-def load_run(run_dir: Path, checkpoint: str = "best",
-             data_dir: Path | None = None) -> tuple[TrainConfig, ProcessedData, Recommender]:
+def load_run(
+    run_dir: Path, checkpoint: str = "best", data_dir: Path | None = None
+) -> tuple[TrainConfig, ProcessedData, Recommender]:
     """Config, dataset and model (weights from `checkpoint`: best or last) of a finished or running run;
     `data_dir`: where its dataset is now, when it moved."""
     run_dir = Path(run_dir)
     config, trained_on, fingerprint = run_settings(run_dir)
     data_dir = Path(data_dir) if data_dir else trained_on
     if not data_dir.exists():
-        raise UserError(f"{run_dir}: its dataset {data_dir} is not there (moved or deleted?); point at it with "
-                        f"--data DIR")
+        raise UserError(
+            f"{run_dir}: its dataset {data_dir} is not there (moved or deleted?); point at it with --data DIR"
+        )
     data = load_data(config, data_dir)
     if not data.matches(fingerprint):
-        raise UserError(f"{data_dir}: not the dataset this run was trained on, or it changed since "
-                        f"(fingerprint mismatch)")
+        raise UserError(
+            f"{data_dir}: not the dataset this run was trained on, or it changed since (fingerprint mismatch)"
+        )
     ckpt_path = run_dir / f"{checkpoint}.pt"
     state = load_checkpoint(ckpt_path)
     differs = settings_differ(config, state)
     if differs:  # a hand-edited config.yaml: the weights belong to the checkpoint's settings
         trained = ", ".join(f"{k}={state['config'].get(k)!r}" for k in differs)
-        raise UserError(f"{run_dir / CONFIG_FILE}: settings {', '.join(differs)} differ from those {ckpt_path.name} "
-                        f"was trained with ({trained}); put them back, or train a new run with the new settings")
+        raise UserError(
+            f"{run_dir / CONFIG_FILE}: settings {', '.join(differs)} differ from those {ckpt_path.name} "
+            f"was trained with ({trained}); put them back, or train a new run with the new settings"
+        )
     model = build_model(config, data)
     restore_model(model, state, ckpt_path)
     return config, data, model

@@ -6,6 +6,7 @@ that lost its core). Neither count is right for every machine and moment, so tra
 `window` steps on the other count every so often, keeps the faster, and checks less often while the choice holds
 (BENCHMARKS.md, "Threads").
 """
+
 from __future__ import annotations
 
 import torch
@@ -14,8 +15,9 @@ import torch
 class ThreadChooser:
     """Call `step_done(seconds)` after every training step; it sets torch's thread count between steps."""
 
-    def __init__(self, most: int, adaptive: bool = True, window: int = 16, first_check: int = 16,
-                 longest_hold: int = 2048):
+    def __init__(
+        self, most: int, adaptive: bool = True, window: int = 16, first_check: int = 16, longest_hold: int = 2048
+    ):
         """Start on `most` threads; `adaptive`: also try 1 thread and keep the faster."""
         self.options = (most, 1) if adaptive and most > 1 else (most,)
         self.window, self.hold, self.longest_hold = window, first_check, longest_hold
@@ -31,7 +33,7 @@ class ThreadChooser:
             if len(self.trial) > self.window:  # the first step after a switch warms the new threads up
                 self._decide()
             return
-        self.recent = (self.recent + [seconds])[-self.window:]
+        self.recent = (self.recent + [seconds])[-self.window :]
         self.since += 1
         if self.since >= self.hold and len(self.recent) == self.window:
             self.trial = []

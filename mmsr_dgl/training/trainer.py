@@ -1,5 +1,6 @@
 """The training loop: Adam on the model's loss, validation every epoch, early stopping, one final test; in one
 process or several (DistributedDataParallel, each process a share of every batch, rank 0 writing the run)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -77,6 +78,7 @@ def _logger(run_dir: Path, echo: Callable[[str], None]) -> Callable[[str], None]
     def log(message: str) -> None:
         logger.info(message)
         echo(message)
+
     return log
 
 
@@ -90,8 +92,16 @@ def _check_resume(run_dir: Path, config: TrainConfig, data: ProcessedData) -> di
     return state
 
 
-def train(config: TrainConfig, data_dir: Path, run_dir: Path, resume: bool = False, overwrite: bool = False,
-          echo: Callable[[str], None] = print, progress: bool = True, nproc: int = 1) -> dict:
+def train(
+    config: TrainConfig,
+    data_dir: Path,
+    run_dir: Path,
+    resume: bool = False,
+    overwrite: bool = False,
+    echo: Callable[[str], None] = print,
+    progress: bool = True,
+    nproc: int = 1,
+) -> dict:
     """Train into `run_dir` (or continue it with `resume`), then test; returns the contents of results.json.
     `overwrite` replaces an earlier run there once every setting has been checked and the model built.
     `nproc` > 1 trains in that many processes on this machine; in a process torchrun started, the processes of
@@ -109,12 +119,14 @@ def train(config: TrainConfig, data_dir: Path, run_dir: Path, resume: bool = Fal
         group.leave()
 
 
-def _process(config: TrainConfig, data_dir: Path, run_dir: Path, resume: bool, overwrite: bool,
-             progress: bool) -> dict | UserError:
+def _process(
+    config: TrainConfig, data_dir: Path, run_dir: Path, resume: bool, overwrite: bool, progress: bool
+) -> dict | UserError:
     """One of the processes `train(nproc=N)` starts; its UserError (every process meets the same) is returned."""
     try:
-        return train(config, data_dir, run_dir, resume, overwrite, lambda m: print(m, file=sys.stderr, flush=True),
-                     progress)
+        return train(
+            config, data_dir, run_dir, resume, overwrite, lambda m: print(m, file=sys.stderr, flush=True), progress
+        )
     except UserError as err:
         return err
 
@@ -124,21 +136,34 @@ def _claim_run_dir(held: contextlib.ExitStack, run_dir: Path, resume: bool, over
     to start over an existing run without `overwrite`, and to resume a run whose last checkpoint is gone."""
     found = held.enter_context(claim_dir(run_dir, "run"))
     if not resume and not overwrite and found:
-        raise UserError(f"{run_dir}: already holds a run; use --resume to continue it, --overwrite to replace it, "
-                        f"or choose another --out")
+        raise UserError(
+            f"{run_dir}: already holds a run; use --resume to continue it, --overwrite to replace it, "
+            f"or choose another --out"
+        )
     if resume and not (run_dir / "last.pt").exists():
         if not found:
             raise UserError(f"{run_dir}: nothing to resume (no run there)")
         made = [name for name in ("best.pt", RESULTS, "metrics.jsonl") if (run_dir / name).exists()]
         if made:
-            raise UserError(f"{run_dir}: last.pt is missing, so the run cannot continue (its {', '.join(made)} are "
-                            f"kept); --overwrite trains it again from the first epoch")
+            raise UserError(
+                f"{run_dir}: last.pt is missing, so the run cannot continue (its {', '.join(made)} are "
+                f"kept); --overwrite trains it again from the first epoch"
+            )
         return False  # interrupted during its first epoch: nothing to continue, start it again
     return resume
 
 
-def _train(group: Group, held: contextlib.ExitStack, config: TrainConfig, data_dir: Path, run_dir: Path,
-           resume: bool, overwrite: bool, echo: Callable[[str], None], progress: bool) -> dict:
+def _train(
+    group: Group,
+    held: contextlib.ExitStack,
+    config: TrainConfig,
+    data_dir: Path,
+    run_dir: Path,
+    resume: bool,
+    overwrite: bool,
+    echo: Callable[[str], None],
+    progress: bool,
+) -> dict:
     if overwrite and resume:
         raise UserError("--overwrite and --resume exclude each other")
     data = load_data(config, data_dir)
@@ -171,24 +196,40 @@ def _train(group: Group, held: contextlib.ExitStack, config: TrainConfig, data_d
     finished = state["epoch"] >= config.epochs or state["bad_epochs"] >= config.patience
     done = group.from_main(lambda: read_json(run_dir / RESULTS)) if resume and finished else None
     if done is not None:
-        log(f"{run_dir}: finished after {state['epoch']} epochs (best epoch {state['best']['epoch']}); nothing to "
-            f"resume (a larger --epochs continues a run the epoch limit ended)")
+        log(
+            f"{run_dir}: finished after {state['epoch']} epochs (best epoch {state['best']['epoch']}); nothing to "
+            f"resume (a larger --epochs continues a run the epoch limit ended)"
+        )
         return done
     name = f"mmsr/{config.fusion}" if config.model == "mmsr" else config.model
-    samples = (f"{int((data.splits['valid'][1] >= 2).sum())} training sequences" if config.train_on == "sequences"
-               else f"{len(data.splits['train'][0])} training samples")
+    samples = (
+        f"{int((data.splits['valid'][1] >= 2).sum())} training sequences"
+        if config.train_on == "sequences"
+        else f"{len(data.splits['train'][0])} training samples"
+    )
     seen = "excluded from" if config.exclude_seen else "kept in"
-    processes = (f"; {group.world} processes, {threads} thread{'s' * (threads > 1)} each" if group.world > 1 else "")
-    log(f"{'resuming' if resume else 'training'} {name} on {data.path} ({samples}) from epoch {state['epoch'] + 1}; "
-        f"seen items {seen} the ranking{processes}")
+    processes = f"; {group.world} processes, {threads} thread{'s' * (threads > 1)} each" if group.world > 1 else ""
+    log(
+        f"{'resuming' if resume else 'training'} {name} on {data.path} ({samples}) from epoch {state['epoch'] + 1}; "
+        f"seen items {seen} the ranking{processes}"
+    )
     step = group.loss_step(model)
 
     while state["epoch"] < config.epochs and state["bad_epochs"] < config.patience:
         epoch = state["epoch"]
         record = _train_epoch(step, model, optimizer, data, config, epoch, device, group, chooser, progress, log)
         start = time.perf_counter()
-        valid = evaluate(model, data, "valid", config.eval_batch_size, config.exclude_seen, device,
-                         config.num_workers, progress and group.main, group)
+        valid = evaluate(
+            model,
+            data,
+            "valid",
+            config.eval_batch_size,
+            config.exclude_seen,
+            device,
+            config.num_workers,
+            progress and group.main,
+            group,
+        )
         record.update(eval_seconds=round(time.perf_counter() - start, 2), valid=valid)
         score = valid[config.valid_metric]
         improved = state["best"] is None or score > state["best"]["score"]
@@ -201,40 +242,77 @@ def _train(group: Group, held: contextlib.ExitStack, config: TrainConfig, data_d
         state["epoch"] = epoch + 1
         if group.main:
             if improved:
-                save_checkpoint(run_dir / "best.pt", {"model": model.state_dict(), "epoch": epoch + 1,
-                                                      "config": dataclasses.asdict(config)})
-            save_checkpoint(run_dir / "last.pt", {**state, "model": model.state_dict(),
-                                                  "optimizer": optimizer.state_dict(),
-                                                  "config": dataclasses.asdict(config)})
+                save_checkpoint(
+                    run_dir / "best.pt",
+                    {"model": model.state_dict(), "epoch": epoch + 1, "config": dataclasses.asdict(config)},
+                )
+            save_checkpoint(
+                run_dir / "last.pt",
+                {
+                    **state,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "config": dataclasses.asdict(config),
+                },
+            )
             _write_metrics(run_dir, state["history"])
             (run_dir / RESULTS).unlink(missing_ok=True)  # results of an earlier, shorter run are stale now
-        log(f"epoch {epoch + 1}: loss {record['loss']:.4f}, valid {config.valid_metric} {score:.4f}"
-            f"{' (best)' if improved else ''}, {record['seconds']:.1f} s train + {record['eval_seconds']:.1f} s eval")
+        log(
+            f"epoch {epoch + 1}: loss {record['loss']:.4f}, valid {config.valid_metric} {score:.4f}"
+            f"{' (best)' if improved else ''}, {record['seconds']:.1f} s train + {record['eval_seconds']:.1f} s eval"
+        )
     return _finish(model, data, config, run_dir, state, device, group, log)
 
 
 PROGRESS_SECONDS = 60.0  # without a progress bar, a progress line this often
 
 
-def _train_epoch(step: torch.nn.Module, model, optimizer, data: ProcessedData, config: TrainConfig, epoch: int,
-                 device: str, group: Group, chooser: ThreadChooser, progress: bool,
-                 log: Callable[[str], None]) -> dict:
+def _train_epoch(
+    step: torch.nn.Module,
+    model,
+    optimizer,
+    data: ProcessedData,
+    config: TrainConfig,
+    epoch: int,
+    device: str,
+    group: Group,
+    chooser: ThreadChooser,
+    progress: bool,
+    log: Callable[[str], None],
+) -> dict:
     """One pass over the training samples; `step(batch)` is the loss (DistributedDataParallel's in a group)."""
     model.train()
     torch.manual_seed(seed_for(config.seed, epoch, group.rank))
-    loader = (sequence_batches(data, config.batch_size, [config.seed, epoch], group) if config.train_on == "sequences"
-              else split_batches(data, model, "train", config.batch_size, shuffle_seed=[config.seed, epoch],
-                                 num_workers=config.num_workers, group=group))
+    loader = (
+        sequence_batches(data, config.batch_size, [config.seed, epoch], group)
+        if config.train_on == "sequences"
+        else split_batches(
+            data,
+            model,
+            "train",
+            config.batch_size,
+            shuffle_seed=[config.seed, epoch],
+            num_workers=config.num_workers,
+            group=group,
+        )
+    )
     total, count, start = 0.0, 0, time.perf_counter()
     said = last = start
-    bar = tqdm(prefetched(loader), desc=f"epoch {epoch + 1}", total=len(loader), leave=False,
-               disable=not (progress and group.main))
+    bar = tqdm(
+        prefetched(loader),
+        desc=f"epoch {epoch + 1}",
+        total=len(loader),
+        leave=False,
+        disable=not (progress and group.main),
+    )
     for n, batch in enumerate(bar, 1):
         batch = batch.to(device)
         loss = step(batch)
         if not torch.isfinite(loss):
-            raise UserError(f"epoch {epoch + 1}: the training loss became {loss.item()}; lower the learning rate "
-                            "(--set lr=...) and start again")
+            raise UserError(
+                f"epoch {epoch + 1}: the training loss became {loss.item()}; lower the learning rate "
+                "(--set lr=...) and start again"
+            )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -246,12 +324,19 @@ def _train_epoch(step: torch.nn.Module, model, optimizer, data: ProcessedData, c
         bar.set_postfix(loss=f"{total / count:.4f}", samples_per_s=f"{count * group.world / (now - start):.0f}")
         if not progress and now - said >= PROGRESS_SECONDS:
             said = now
-            log(f"epoch {epoch + 1}: {n} of {len(loader)} batches, loss {total / count:.4f}, "
-                f"{count * group.world / (now - start):.0f} samples/s")
+            log(
+                f"epoch {epoch + 1}: {n} of {len(loader)} batches, loss {total / count:.4f}, "
+                f"{count * group.world / (now - start):.0f} samples/s"
+            )
     seconds = time.perf_counter() - start
     total, count = group.sum([total, count])
-    return {"epoch": epoch + 1, "loss": total / count, "seconds": round(seconds, 2),
-            "samples_per_s": round(count / seconds, 1), "threads": torch.get_num_threads()}
+    return {
+        "epoch": epoch + 1,
+        "loss": total / count,
+        "seconds": round(seconds, 2),
+        "samples_per_s": round(count / seconds, 1),
+        "threads": torch.get_num_threads(),
+    }
 
 
 def _write_metrics(run_dir: Path, history: list[dict]) -> None:
@@ -259,27 +344,42 @@ def _write_metrics(run_dir: Path, history: list[dict]) -> None:
     write_file_atomic(run_dir / "metrics.jsonl", lambda tmp: tmp.write_text(text))
 
 
-def _finish(model, data: ProcessedData, config: TrainConfig, run_dir: Path, state: dict, device: str, group: Group,
-            log: Callable[[str], None]) -> dict:
+def _finish(
+    model,
+    data: ProcessedData,
+    config: TrainConfig,
+    run_dir: Path,
+    state: dict,
+    device: str,
+    group: Group,
+    log: Callable[[str], None],
+) -> dict:
     """Test the best checkpoint once, next to a popularity ranking, and write results.json."""
     best_path = run_dir / "best.pt"
     restore_model(model, group.from_main(lambda: load_checkpoint(best_path)), best_path)
-    test = evaluate(model, data, "test", config.eval_batch_size, config.exclude_seen, device, config.num_workers,
-                    group=group)
+    test = evaluate(
+        model, data, "test", config.eval_batch_size, config.exclude_seen, device, config.num_workers, group=group
+    )
     if not group.main:
         return {}
     popularity = evaluate_scores(data.train_popularity(), data, "test", exclude_seen=config.exclude_seen)
     history = state["history"]
     results = {
-        "best_epoch": state["best"]["epoch"], "epochs_run": len(history),
+        "best_epoch": state["best"]["epoch"],
+        "epochs_run": len(history),
         "stopped_early": state["bad_epochs"] >= config.patience,
-        "valid": state["best"]["valid"], "test": test, "popularity_test": popularity,
+        "valid": state["best"]["valid"],
+        "test": test,
+        "popularity_test": popularity,
         "seconds_per_epoch": round(float(np.mean([r["seconds"] for r in history])), 2),
         "eval_seconds": round(float(np.mean([r["eval_seconds"] for r in history])), 2),
         "exclude_seen": config.exclude_seen,
     }
     write_file_atomic(run_dir / RESULTS, lambda tmp: tmp.write_text(json.dumps(results, indent=2) + "\n"))
-    log(f"test (best epoch {results['best_epoch']}): " +
-        ", ".join(f"{k} {test[k]:.4f}" for k in ("hr@10", "ndcg@10", "mrr@10")) +
-        " | popularity: " + ", ".join(f"{k} {popularity[k]:.4f}" for k in ("hr@10", "ndcg@10", "mrr@10")))
+    log(
+        f"test (best epoch {results['best_epoch']}): "
+        + ", ".join(f"{k} {test[k]:.4f}" for k in ("hr@10", "ndcg@10", "mrr@10"))
+        + " | popularity: "
+        + ", ".join(f"{k} {popularity[k]:.4f}" for k in ("hr@10", "ndcg@10", "mrr@10"))
+    )
     return results
