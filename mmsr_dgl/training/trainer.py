@@ -177,7 +177,6 @@ def _train(
         device = f"cuda:{group.local_rank}"
     resume = group.from_main(lambda: _claim_run_dir(held, run_dir, resume, overwrite))
     threads = group.threads(config.threads)
-    chooser = ThreadChooser(threads, adaptive=config.threads == 0)
     seed_everything(config.seed)
     model = build_model(config, data).to(device)
     optimizer = make_optimizer(model, config.lr, config.weight_decay)
@@ -188,7 +187,6 @@ def _train(
         optimizer.load_state_dict(saved["optimizer"])
         state = {k: saved[k] for k in state}
     elif group.main:  # the new run's config replaces an earlier run's, then that run's other files go
-        run_dir.mkdir(parents=True, exist_ok=True)
         write_run_config(run_dir, config, data_dir, data.manifest["fingerprint"])
         if overwrite:
             remove_run(run_dir, keep=(CONFIG_FILE,))
@@ -201,6 +199,14 @@ def _train(
             f"resume (a larger --epochs continues a run the epoch limit ended)"
         )
         return done
+    log(_start_message(config, data, group, threads, state["epoch"], resume))
+    _epochs(model, optimizer, data, config, run_dir, state, device, group, threads, progress, log)
+    return _finish(model, data, config, run_dir, state, device, group, log)
+
+
+def _start_message(
+    config: TrainConfig, data: ProcessedData, group: Group, threads: int, epoch: int, resume: bool
+) -> str:
     name = f"mmsr/{config.fusion}" if config.model == "mmsr" else config.model
     samples = (
         f"{int((data.splits['valid'][1] >= 2).sum())} training sequences"
@@ -209,12 +215,28 @@ def _train(
     )
     seen = "excluded from" if config.exclude_seen else "kept in"
     processes = f"; {group.world} processes, {threads} thread{'s' * (threads > 1)} each" if group.world > 1 else ""
-    log(
-        f"{'resuming' if resume else 'training'} {name} on {data.path} ({samples}) from epoch {state['epoch'] + 1}; "
+    return (
+        f"{'resuming' if resume else 'training'} {name} on {data.path} ({samples}) from epoch {epoch + 1}; "
         f"seen items {seen} the ranking{processes}"
     )
-    step = group.loss_step(model)
 
+
+def _epochs(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    data: ProcessedData,
+    config: TrainConfig,
+    run_dir: Path,
+    state: dict,
+    device: str,
+    group: Group,
+    threads: int,
+    progress: bool,
+    log: Callable[[str], None],
+) -> None:
+    """Train and validate epoch by epoch until the epoch limit or the patience ends it, checkpointing each."""
+    chooser = ThreadChooser(threads, adaptive=config.threads == 0)
+    step = group.loss_step(model)
     while state["epoch"] < config.epochs and state["bad_epochs"] < config.patience:
         epoch = state["epoch"]
         record = _train_epoch(step, model, optimizer, data, config, epoch, device, group, chooser, progress, log)
@@ -241,27 +263,31 @@ def _train(
         state["history"].append(record)
         state["epoch"] = epoch + 1
         if group.main:
-            if improved:
-                save_checkpoint(
-                    run_dir / "best.pt",
-                    {"model": model.state_dict(), "epoch": epoch + 1, "config": dataclasses.asdict(config)},
-                )
-            save_checkpoint(
-                run_dir / "last.pt",
-                {
-                    **state,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "config": dataclasses.asdict(config),
-                },
-            )
-            _write_metrics(run_dir, state["history"])
-            (run_dir / RESULTS).unlink(missing_ok=True)  # results of an earlier, shorter run are stale now
+            _checkpoint(run_dir, model, optimizer, config, state, improved)
         log(
             f"epoch {epoch + 1}: loss {record['loss']:.4f}, valid {config.valid_metric} {score:.4f}"
             f"{' (best)' if improved else ''}, {record['seconds']:.1f} s train + {record['eval_seconds']:.1f} s eval"
         )
-    return _finish(model, data, config, run_dir, state, device, group, log)
+
+
+def _checkpoint(
+    run_dir: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    config: TrainConfig,
+    state: dict,
+    improved: bool,
+) -> None:
+    """After an epoch: best.pt when it improved, last.pt and metrics.jsonl always; stale results removed."""
+    settings = dataclasses.asdict(config)
+    if improved:
+        save_checkpoint(run_dir / "best.pt", {"model": model.state_dict(), "epoch": state["epoch"], "config": settings})
+    save_checkpoint(
+        run_dir / "last.pt",
+        {**state, "model": model.state_dict(), "optimizer": optimizer.state_dict(), "config": settings},
+    )
+    _write_metrics(run_dir, state["history"])
+    (run_dir / RESULTS).unlink(missing_ok=True)  # results of an earlier, shorter run are stale now
 
 
 PROGRESS_SECONDS = 60.0  # without a progress bar, a progress line this often
