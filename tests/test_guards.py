@@ -315,3 +315,33 @@ def test_unclear_inputs_get_messages_that_say_what_is_wrong(workspace, tmp_path)
     assert result.exit_code == 0, result.output
     assert "1 repeated user ids" in result.output
     assert {line.split("\t")[0] for line in (tmp_path / "top.tsv").read_text().splitlines()[1:]} == {"7", "8"}
+
+
+def test_inputs_and_settings_that_say_one_thing_twice_are_refused(workspace, tmp_path):
+    (tmp_path / "x.inter").write_text("user_id:token\titem_id:token\titem_id:token\n1\t2\t3\n")
+    refused(
+        cli("preprocess", "--interactions", tmp_path / "x.inter", "--out", tmp_path / "d"),
+        "the header names 'item_id' more than once",
+    )
+    (tmp_path / "seq.txt").write_text("".join(f"{u} 1 2 3 4\n" for u in range(1, 9)))
+    (tmp_path / "items.tsv").write_text("item_id\tasin\n1\tB1\n2\tB2\n3\tB1\n4\tB4\n")
+    refused(
+        cli(
+            "preprocess",
+            "--sequences",
+            tmp_path / "seq.txt",
+            "--items",
+            tmp_path / "items.tsv",
+            "--out",
+            tmp_path / "d",
+            "--set",
+            "k_core=0",
+        ),
+        "items.tsv, line 4: asin 'B1' is also the asin of line 2",
+    )
+    refused(
+        cli(
+            "train", "--data", workspace / "synthetic", "--out", tmp_path / "run", "--set", "modalities=[image, image]"
+        ),
+        "names a modality more than once",
+    )

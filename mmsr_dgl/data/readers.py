@@ -100,6 +100,9 @@ def _check_ids(path: Path, line_no: int, user: str, item: str) -> None:
 
 def _read_recbole_inter(path: Path, header: list[str], rows) -> tuple[list, list, list, list]:
     names = [h.split(":", 1)[0] for h in header]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise UserError(f"{path}, line 1: the header names {', '.join(map(repr, twice))} more than once")
     for required in ("user_id", "item_id"):
         if required not in names:
             raise UserError(f"{path}, line 1: header has no '{required}' column (found {', '.join(names)})")
@@ -234,9 +237,14 @@ def read_items(path: str | Path) -> ItemTable:
     header = items.header
     asin_col = header.index("asin") if "asin" in header else None
     has_cols = {h[len("has_") :]: i for i, h in enumerate(header) if h.startswith("has_")}
+    asin_line: dict[str, int] = {}
     for row, line_no in zip(items.rows, items.line_numbers):
         if asin_col is not None and not row[asin_col].isprintable():
             raise UserError(f"{path}, line {line_no}: asin {row[asin_col]!r} is not printable UTF-8")
+        if asin_col is not None and row[asin_col].strip():
+            earlier = asin_line.setdefault(row[asin_col].strip(), line_no)
+            if earlier != line_no:
+                raise UserError(f"{path}, line {line_no}: asin {row[asin_col]!r} is also the asin of line {earlier}")
         for modality, col in has_cols.items():
             if row[col] not in ("0", "1"):
                 raise UserError(f"{path}, line {line_no}: has_{modality} must be 0 or 1, got {row[col]!r}")

@@ -116,6 +116,8 @@ class TrainConfig:
                 "settings 'n_negatives' and 'weight_decay': a sampled softmax updates the item embeddings "
                 "with a lazy (sparse) Adam, which has no weight decay; set one of them to 0"
             )
+        if self.modalities is not None and len(set(self.modalities)) < len(self.modalities):
+            raise UserError(f"setting 'modalities': {self.modalities} names a modality more than once")
         if self.missing_rate and self.missing_modality is None:
             raise UserError("setting 'missing_rate': needs 'missing_modality' (which modality goes missing)")
         if not 0 <= self.seed < 2**32:
