@@ -88,6 +88,11 @@ def test_run_without_metrics_and_models_without_a_gate(data, async_run, tmp_path
     assert summary["pictures"] == ["accuracy.png", "user_2.png"]
     assert any("metrics.jsonl" in n for n in summary["notes"])
     assert any("no update gate" in n and "sync" in n for n in summary["notes"])
+    assert "weight 0.5" in summary["user"]["legend"]  # a scale for the edge widths
+    items_only = trained(data, tmp_path / "items-only", fusion="none")
+    assert run_cli("inspect", "--run", items_only, "--user", "2").exit_code == 0
+    legend = json.loads((items_only / "inspect" / "inspect.json").read_text())["user"]["legend"]
+    assert "homogeneous edge" in legend and "heterogeneous edge" not in legend  # no code nodes: none drawn
     sasrec = trained(data, tmp_path / "sasrec", model="sasrec")
     result = run_cli("inspect", "--run", sasrec, "--user", "2")
     assert result.exit_code == 0, result.output

@@ -49,7 +49,8 @@ def layout(graph, ntypes: list[str], positions: int) -> dict[tuple[str, int], tu
 
 def draw(model, data, user: int, recommendations: list[tuple[int, float]], texts: dict[str, str], path: Path) -> dict:
     """Draw the user's graph (last `max_len` items) and list their latest items and top-K; returns the user's
-    history length and the number of edges drawn per relation group."""
+    history length, the number of edges per relation group and what the legend lists (only the edge groups drawn,
+    and a scale of edge widths)."""
     n_items = len(data.history(user))
     history = data.history(user)[-data.max_len :]
     modalities, views = model.graph_spec()
@@ -89,7 +90,11 @@ def draw(model, data, user: int, recommendations: list[tuple[int, float]], texts
             label=f"{t} node",
         )
     handles, _ = axes.get_legend_handles_labels()
-    handles += [Line2D([], [], color=c, linewidth=2, label=f"{g} edge") for g, c in GROUP_COLORS.items()]
+    present = {"homogeneous" if rel in schema.homogeneous else "heterogeneous" for rel, _, _ in drawn}
+    handles += [
+        Line2D([], [], color=c, linewidth=2, label=f"{g} edge") for g, c in GROUP_COLORS.items() if g in present
+    ]
+    handles += [Line2D([], [], color="#777777", linewidth=0.3 + 4 * w, label=f"weight {w:g}") for w in (0.1, 0.5, 1)]
     axes.legend(
         handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.09), ncol=len(handles), fontsize=8, frameon=False
     )
@@ -122,4 +127,8 @@ def draw(model, data, user: int, recommendations: list[tuple[int, float]], texts
         g: [w for (rel, _, _), w in weights.items() if (rel in schema.homogeneous) == (g == "homogeneous")]
         for g in GROUP_COLORS
     }
-    return {"history_items": n_items, "edges": {g: len(w) for g, w in by_group.items()}}
+    return {
+        "history_items": n_items,
+        "edges": {g: len(w) for g, w in by_group.items()},
+        "legend": [h.get_label() for h in handles],
+    }
