@@ -27,6 +27,11 @@ class _Group(click.Group):
             click.echo(f"error: {err}", err=True)
         except OSError as err:
             click.echo(f"error: {err.filename or 'writing output'}: {err.strerror or err}", err=True)
+        except KeyboardInterrupt:  # Ctrl-C: what was being written is removed; a run continues with --resume
+            click.echo(
+                "error: interrupted; nothing half-written was left (a `train` continues with --resume)", err=True
+            )
+            sys.exit(130)
         except (MemoryError, RuntimeError) as err:
             if not isinstance(err, MemoryError) and not any(s in str(err) for s in OUT_OF_MEMORY):
                 raise

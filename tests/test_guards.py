@@ -345,3 +345,39 @@ def test_inputs_and_settings_that_say_one_thing_twice_are_refused(workspace, tmp
         ),
         "names a modality more than once",
     )
+
+
+def test_ctrl_c_during_training_ends_with_a_message_and_the_run_resumes(workspace, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run = tmp_path / "run"
+    args = [
+        sys.executable,
+        "-m",
+        "cli.main",
+        "train",
+        "--data",
+        str(workspace / "synthetic"),
+        "--out",
+        str(run),
+        "--no-progress",
+        "--set",
+        "dim=8",
+        "--epochs",
+        "50",
+        "--set",
+        "patience=50",
+    ]
+    proc = subprocess.Popen(args, cwd=Path(__file__).resolve().parents[1], stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (run / "last.pt").exists():
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in stderr and "Traceback" not in stderr, stderr
+    assert not [p for p in run.iterdir() if ".tmp-" in p.name]
+    result = cli("train", "--out", run, "--resume", "--epochs", "2")
+    assert result.exit_code == 0, result.output
