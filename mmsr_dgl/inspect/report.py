@@ -125,48 +125,52 @@ def _report(
     split: str,
     log: Callable[[str], None],
 ) -> dict:
-    """Draw and write everything `inspect` makes into the claimed folder `out`."""
-    summary: dict = {
-        "kind": KIND,
-        "run": str(run_dir),
-        "split": split,
-        "exclude_seen": config.exclude_seen,
-        "pictures": [],
-    }
-    notes = []
+    """Draw and write everything `inspect` makes into the claimed folder `out`, stage by stage."""
+    summary: dict = {"kind": KIND, "run": str(run_dir), "split": split, "exclude_seen": config.exclude_seen}
+    summary["pictures"], summary["notes"] = [], []
+    _curves(run_dir, config, out, summary)
+    _gates(config, data, model, split, out, summary)
+    log(f"ranking the {split} targets")
+    _accuracy(config, data, model, split, out, summary)
+    if user is not None:
+        _user(config, data, model, user, items_file, text_column, out, summary)
+    write_file_atomic(out / "inspect.json", lambda p: p.write_text(json.dumps(summary, indent=1) + "\n"))
+    write_file_atomic(out / "summary.txt", lambda p: p.write_text(summary_text(summary)))
+    return summary
 
+
+def _curves(run_dir: Path, config, out: Path, summary: dict) -> None:
+    """curves.png: the loss and validation per epoch, from metrics.jsonl."""
     metrics_file = run_dir / "metrics.jsonl"
     lines = metrics_file.read_text().splitlines() if metrics_file.is_file() else []
     history = [json.loads(line) for line in lines if line.strip()]
-    if history:
-        results = read_json(run_dir / "results.json") or {}
-        best = results.get("best_epoch") or max(history, key=lambda r: r["valid"][config.valid_metric])["epoch"]
-        figures.curves(history, best, out / "curves.png")
-        summary |= {"epochs": len(history), "best_epoch": best, "best_valid": history[best - 1]["valid"]}
-        summary["pictures"].append("curves.png")
-    else:
-        notes.append(f"{metrics_file}: missing or empty, so no training curves")
+    if not history:
+        summary["notes"].append(f"{metrics_file}: missing or empty, so no training curves")
+        return
+    results = read_json(run_dir / "results.json") or {}
+    best = results.get("best_epoch") or max(history, key=lambda r: r["valid"][config.valid_metric])["epoch"]
+    figures.curves(history, best, out / "curves.png")
+    summary |= {"epochs": len(history), "best_epoch": best, "best_valid": history[best - 1]["valid"]}
+    summary["pictures"].append("curves.png")
 
-    if config.model == "mmsr" and model.layers[0].fusion == "async":  # a dataset without modalities has none
-        weights, n = gate_weights(model, data, split, config.eval_batch_size, config.seed)
-        figures.gates(weights, f"{n:,} {split} histories", out / "gates.png")
-        summary["gate_weight_of_order_a"] = {
-            t: {
-                "mean": float(w.mean()),
-                "nodes": len(w),
-                "quartiles": np.quantile(w, [0.25, 0.5, 0.75]).round(4).tolist(),
-            }
-            for t, w in weights.items()
-        }
-        summary["pictures"].append("gates.png")
-    else:
-        notes.append(
-            f"no update gate: the {config.model} model"
-            + (f" with fusion {model.layers[0].fusion}" if config.model == "mmsr" else "")
-            + " has none (async only)"
-        )
 
-    log(f"ranking the {split} targets")
+def _gates(config, data, model, split: str, out: Path, summary: dict) -> None:
+    """gates.png: the update gate's weights (fusion async only)."""
+    if not (config.model == "mmsr" and model.layers[0].fusion == "async"):  # a dataset without modalities has none
+        fusion = f" with fusion {model.layers[0].fusion}" if config.model == "mmsr" else ""
+        summary["notes"].append(f"no update gate: the {config.model} model{fusion} has none (async only)")
+        return
+    weights, n = gate_weights(model, data, split, config.eval_batch_size, config.seed)
+    figures.gates(weights, f"{n:,} {split} histories", out / "gates.png")
+    summary["gate_weight_of_order_a"] = {
+        t: {"mean": float(w.mean()), "nodes": len(w), "quartiles": np.quantile(w, [0.25, 0.5, 0.75]).round(4).tolist()}
+        for t, w in weights.items()
+    }
+    summary["pictures"].append("gates.png")
+
+
+def _accuracy(config, data, model, split: str, out: Path, summary: dict) -> None:
+    """accuracy.png: HR@10 and NDCG@10 by history length and target popularity, beside popularity's."""
     popularity = data.train_popularity()
     ranks = {
         "model": target_ranks(model, data, split, config.eval_batch_size, config.exclude_seen),
@@ -185,29 +189,23 @@ def _report(
     summary |= {"overall": overall, "buckets": tables}
     summary["pictures"].append("accuracy.png")
 
-    if user is not None:
-        index = int(np.flatnonzero(data.user_ids == user)[0])
-        items, scores = recommend(model, data, np.array([index]), 10, config.exclude_seen, 1)
-        top = list(zip(items[0].tolist(), scores[0].tolist()))
-        summary["user"] = {
-            "user": user,
-            "top": [{"item": str(data.item_names[i]), "score": round(s, 4)} for i, s in top],
-        }
-        if model.graph_spec() is None:
-            notes.append(f"--user: the {config.model} model reads no graph, so no picture; its top-10 is below")
-        else:
-            recorded = data.manifest.get("inputs", {}).get("files", {}).get("items", {}).get("path")
-            texts, why = item_texts(items_file or recorded, text_column)
-            if why:
-                notes.append(why)
-            picture = f"user_{''.join(c if c.isalnum() else '_' for c in user)}.png"
-            summary["user"] |= usergraph.draw(model, data, index, top, texts, out / picture)
-            summary["pictures"].append(picture)
 
-    summary["notes"] = notes
-    write_file_atomic(out / "inspect.json", lambda p: p.write_text(json.dumps(summary, indent=1) + "\n"))
-    write_file_atomic(out / "summary.txt", lambda p: p.write_text(summary_text(summary)))
-    return summary
+def _user(config, data, model, user: str, items_file: Path | None, text_column: str, out: Path, summary: dict) -> None:
+    """The user's top-10 and (a model with a graph) user_<id>.png: their MSGraph with its attention weights."""
+    index = int(np.flatnonzero(data.user_ids == user)[0])
+    items, scores = recommend(model, data, np.array([index]), 10, config.exclude_seen, 1)
+    top = list(zip(items[0].tolist(), scores[0].tolist()))
+    summary["user"] = {"user": user, "top": [{"item": str(data.item_names[i]), "score": round(s, 4)} for i, s in top]}
+    if model.graph_spec() is None:
+        summary["notes"].append(f"--user: the {config.model} model reads no graph, so no picture; its top-10 is below")
+        return
+    recorded = data.manifest.get("inputs", {}).get("files", {}).get("items", {}).get("path")
+    texts, why = item_texts(items_file or recorded, text_column)
+    if why:
+        summary["notes"].append(why)
+    picture = f"user_{''.join(c if c.isalnum() else '_' for c in user)}.png"
+    summary["user"] |= usergraph.draw(model, data, index, top, texts, out / picture)
+    summary["pictures"].append(picture)
 
 
 def summary_text(s: dict) -> str:
