@@ -126,7 +126,12 @@ def claim_dir(out: Path, kind: str, option: str = "--out", inside: Path | None =
     created = not _exists(out, option)
     if not created and (out.is_symlink() and not out.is_dir() or not out.is_dir()):
         raise UserError(f"{out}: exists and is not a folder ({option}); choose another")
-    out.mkdir(parents=True, exist_ok=True)
+    if out.is_symlink() and not out.exists():
+        raise UserError(f"{out}: a symbolic link that leads nowhere (a loop, or its target is gone) ({option})")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # a symbolic-link loop above it, a file where a folder should be
+        raise UserError(f"{out}: cannot be made a folder ({err.strerror}) ({option})") from None
     fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY)
     try:
         try:

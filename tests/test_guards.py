@@ -381,3 +381,11 @@ def test_ctrl_c_during_training_ends_with_a_message_and_the_run_resumes(workspac
     assert not [p for p in run.iterdir() if ".tmp-" in p.name]
     result = cli("train", "--out", run, "--resume", "--epochs", "2")
     assert result.exit_code == 0, result.output
+
+
+def test_a_symbolic_link_loop_as_out_is_named(workspace, tmp_path):
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    before = snapshot(tmp_path)
+    refused(cli("preprocess", "--synthetic", "--out", tmp_path / "loop"), "a symbolic link that leads nowhere")
+    refused(cli("train", "--data", workspace / "data", "--out", tmp_path / "loop" / "run"), "cannot be made a folder")
+    assert snapshot(tmp_path) == before
