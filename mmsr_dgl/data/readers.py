@@ -138,12 +138,12 @@ def read_interactions(path: str | Path) -> RawData:
     with path.open(newline="", encoding="utf-8-sig") as handle:
         first = handle.readline()
         handle.seek(0)
-        if "\t" in first and ":" not in first:
+        if "\t" in first and ":" not in first and "," not in first:
             raise UserError(
                 f"{path}, line 1: tab-separated, but not a RecBole .inter header: it names each column "
                 f"as name:type (user_id:token, item_id:token, timestamp:float)"
             )
-        if "\t" in first:
+        if "\t" in first and ":" in first:
             reader = csv.reader(handle, delimiter="\t")
             header = next(reader)
             rows = ((n, r) for n, r in enumerate(reader, 2) if r)
