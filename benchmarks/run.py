@@ -2,7 +2,7 @@
 
     python benchmarks/run.py toys_default sasrec --seeds 1,2,3      # train what is missing, print the table
     python benchmarks/run.py                                        # the table of every experiment with results
-    python benchmarks/run.py async --seeds 1 --missing-at-test 0,0.2,0.5,1.0
+    python benchmarks/run.py default --seeds 1 --missing-at-test 0,0.2,0.5,1.0
 
 An experiment is a preset, benchmarks/experiments/NAME.yaml: `train:` (training settings), `preprocess:`
 (preprocessing settings), optionally `split:` (loo, the default, or ratio), `inputs:` (Toys input files replaced:
