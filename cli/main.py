@@ -31,7 +31,11 @@ class _Group(click.Group):
             click.echo(
                 "error: interrupted; nothing half-written was left (a `train` continues with --resume)", err=True
             )
-            sys.exit(130)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            # the cleanup ran while the interrupt unwound; exiting now spares the interpreter's teardown of a
+            # background collation thread still inside DGL, which can abort the process
+            os._exit(130)
         except (MemoryError, RuntimeError) as err:
             if not isinstance(err, MemoryError) and not any(s in str(err) for s in OUT_OF_MEMORY):
                 raise

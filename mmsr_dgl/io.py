@@ -124,7 +124,7 @@ def claim_dir(out: Path, kind: str, option: str = "--out", inside: Path | None =
     if owner:
         raise UserError(f"{out}: inside the {owner[1]} folder {owner[0]}; choose an {option} outside it")
     created = not _exists(out, option)
-    if not created and (out.is_symlink() and not out.is_dir() or not out.is_dir()):
+    if not created and not out.is_dir():
         raise UserError(f"{out}: exists and is not a folder ({option}); choose another")
     if out.is_symlink() and not out.exists():
         raise UserError(f"{out}: a symbolic link that leads nowhere (a loop, or its target is gone) ({option})")
@@ -145,8 +145,8 @@ def claim_dir(out: Path, kind: str, option: str = "--out", inside: Path | None =
         found = folder_kind(out)
         if found not in (None, kind):
             raise UserError(f"{out}: is a {found} folder, not a {kind} folder; choose another {option}")
-        if found is None and any(out.iterdir()):
-            names = sorted(p.name for p in out.iterdir())
+        names = sorted(p.name for p in out.iterdir())
+        if found is None and names:
             raise UserError(
                 f"{out}: holds files that {WRITER[kind]} did not write ({', '.join(names[:5])}"
                 f"{', ...' if len(names) > 5 else ''}); choose another {option}"
