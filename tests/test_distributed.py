@@ -107,10 +107,8 @@ def _workers(launcher: int) -> list[int]:
     return sorted(int(line.split()[0]) for line in out.splitlines() if "spawn_main" in line)
 
 
-@pytest.mark.parametrize("victim", [0, 1])
-def test_a_killed_process_stops_the_run_which_resumes(data, tmp_path, victim):
-    straight = quiet_train(config(), data, tmp_path / "straight", nproc=2)
-    run_dir = tmp_path / "killed"
+def _start_training(data: Path, run_dir: Path) -> subprocess.Popen:
+    """`train --nproc 2` in a session of its own (as a terminal's foreground job), once its first epoch is done."""
     args = [
         sys.executable,
         "-m",
@@ -127,23 +125,77 @@ def test_a_killed_process_stops_the_run_which_resumes(data, tmp_path, victim):
         "--set=patience=3",
         "--epochs=3",
     ]
-    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     metrics = run_dir / "metrics.jsonl"
     deadline = time.time() + 120
     while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 1):
         time.sleep(0.05)
+    return proc
+
+
+def _stopped(proc: subprocess.Popen, within: float) -> str:
+    """The stopped command's stderr without its progress lines; fails when it has not exited `within` seconds."""
+    try:
+        _, stderr = proc.communicate(timeout=within)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail(f"the run was still there {within} s after it was stopped")
+    progress = ("training mmsr/", "epoch ")
+    return "\n".join(line for line in stderr.splitlines() if not line.startswith(progress))
+
+
+def _group_alive(group: int, within: float) -> bool:
+    """Whether a process of the process group is still there after `within` seconds."""
+    deadline = time.time() + within
+    while time.time() < deadline:
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+@pytest.mark.parametrize("victim", [0, 1])
+def test_a_killed_process_stops_the_run_which_resumes(data, tmp_path, victim):
+    straight = quiet_train(config(), data, tmp_path / "straight", nproc=2)
+    run_dir = tmp_path / "killed"
+    proc = _start_training(data, run_dir)
     workers = _workers(proc.pid)
     assert len(workers) == 2, workers
     os.kill(workers[victim], signal.SIGKILL)
-    try:
-        _, stderr = proc.communicate(timeout=60)  # the others are stopped: no hang
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        pytest.fail("the run went on waiting after one of its processes was killed")
-    assert proc.returncode == 2 and "was killed by SIGKILL" in stderr and "--resume" in stderr, stderr
+    stderr = _stopped(proc, within=60)  # the others are stopped: no hang
+    assert proc.returncode == 2, stderr
+    # one line: no launcher traceback, no warning about the killed process's semaphores
+    assert stderr == (
+        f"error: training process {victim} of 2 was killed by SIGKILL; the others were stopped. "
+        "Continue the run with --resume"
+    ), stderr
     assert not (run_dir / "results.json").exists(), "the run finished before it could be killed"
     resumed = quiet_train(config(), data, run_dir, resume=True, nproc=2)
     assert resumed["valid"] == straight["valid"] and resumed["test"] == straight["test"]
+
+
+@pytest.mark.parametrize(("how", "status"), [("ctrl-c", 130), ("sigterm", 143)])
+def test_an_interrupted_run_stops_every_process_at_once_and_quietly(data, tmp_path, how, status):
+    run_dir = tmp_path / "interrupted"
+    proc = _start_training(data, run_dir)
+    if how == "ctrl-c":  # the terminal signals its foreground job: the launcher and its processes alike
+        os.killpg(proc.pid, signal.SIGINT)
+    else:
+        os.kill(proc.pid, signal.SIGTERM)
+    stderr = _stopped(proc, within=20)
+    assert proc.returncode == status, stderr
+    assert stderr == (
+        "error: interrupted; nothing half-written was left (a `train` continues with --resume)"
+        if how == "ctrl-c"
+        else ""
+    ), stderr
+    assert not _group_alive(proc.pid, within=5), "a training process outlived the launcher"
+    left = {p.name for p in run_dir.iterdir()}
+    assert left <= {"best.pt", "config.yaml", "last.pt", "metrics.jsonl", "train.log"}, left
 
 
 def test_torchrun_starts_the_same_training(data, tmp_path):

@@ -4,7 +4,10 @@ same elastic launcher as torchrun, in-process) or by torchrun itself."""
 
 from __future__ import annotations
 
+import logging
 import os
+import signal
+import sys
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
@@ -147,9 +150,15 @@ def seed_for(seed: int, epoch: int, rank: int) -> int:
     return int(np.random.default_rng([seed, epoch, rank]).integers(2**63))
 
 
+# the launcher's own reports (a worker's traceback, "Closing process via signal"), which `launch` says in one line
+QUIET = ("torch.distributed.elastic", "torch.multiprocessing")
+
+
 def launch(nproc: int, work: Callable, *args) -> Any:
     """Run `work(*args)` in `nproc` processes on this machine (torch's elastic launcher, as torchrun does) and
-    return rank 0's result. A process that fails or is killed stops the others; the error says which."""
+    return rank 0's result. A process that fails or is killed stops the others; the error says which. Ctrl-C
+    (SIGTERM) stops every process, each after its own cleanup, and raises KeyboardInterrupt (exits 143)."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -166,14 +175,30 @@ def launch(nproc: int, work: Callable, *args) -> Any:
         monitor_interval=0.5,
         start_method="spawn",
     )
+    # each of the launcher's modules sets its logger's level itself
+    loggers = [logging.getLogger(n) for n in list(logging.root.manager.loggerDict) if n.startswith(QUIET)]
+    levels = {logger: logger.level for logger in loggers}
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
+    # a killed worker leaves its semaphores to the resource tracker, which frees them with a warning
+    warnings = os.environ.get("PYTHONWARNINGS")
+    os.environ["PYTHONWARNINGS"] = ",".join(
+        filter(None, [warnings, "ignore::UserWarning:multiprocessing.resource_tracker"])
+    )
     try:
-        return elastic_launch(config, work)(*args)[0]
+        return elastic_launch(config, _worker)(work, *args)[0]
+    except SignalException as err:
+        if err.sigval == signal.SIGINT:
+            raise KeyboardInterrupt from None
+        sys.exit(128 + err.sigval)
     except ChildFailedError as err:
-        rank, failure = err.get_first_failure()
-        signal = failure.signal_name()
+        # a killed process is the cause; the others may have failed first, in a collective it left
+        killed = [(rank, f) for rank, f in sorted(err.failures.items()) if f.exitcode < 0]
+        rank, failure = killed[0] if killed else err.get_first_failure()
+        killer = failure.signal_name()
         how = (
-            f"was killed by {signal}"
-            if failure.exitcode < 0 and signal != "<N/A>"
+            f"was killed by {killer}"
+            if failure.exitcode < 0 and killer != "<N/A>"
             else f"failed: {failure.message}"
             if isinstance(failure.message, str) and failure.message
             else f"exited with status {failure.exitcode}"
@@ -181,3 +206,33 @@ def launch(nproc: int, work: Callable, *args) -> Any:
         raise UserError(
             f"training process {rank} of {nproc} {how}; the others were stopped. Continue the run with --resume"
         ) from None
+    finally:
+        for logger, level in levels.items():
+            logger.setLevel(level)
+        if warnings is None:
+            del os.environ["PYTHONWARNINGS"]
+        else:
+            os.environ["PYTHONWARNINGS"] = warnings
+
+
+def _worker(work: Callable, *args) -> Any:
+    """One process of `launch`: `work(*args)`. Ctrl-C or SIGTERM (from the terminal or the launcher) raises
+    KeyboardInterrupt once, so that the work removes what it was writing, then the process ends without a traceback."""
+    stopped = []
+
+    def stop(signum, frame):
+        for sig in (signal.SIGINT, signal.SIGTERM):  # a second one (terminal, then launcher) must not cut the cleanup
+            signal.signal(sig, signal.SIG_IGN)
+        stopped.append(signum)
+        raise KeyboardInterrupt
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, stop)
+    try:
+        return work(*args)
+    except BaseException:
+        if not stopped:
+            raise
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(128 + stopped[0])
