@@ -258,7 +258,8 @@ def read_features(path: str | Path, modality: str, n_rows: int | None) -> np.nda
     path = Path(path)
     _check_file(path)
     try:
-        matrix = np.load(path, allow_pickle=False, mmap_mode="r")  # the header first: a size it cannot back fails
+        # the header first, mapped: a size the file cannot back fails before anything is read
+        matrix = np.load(path, allow_pickle=False, mmap_mode="r")
     except (ValueError, OSError, EOFError) as err:
         raise UserError(f"{path}: not a readable .npy array, or shorter than its header says ({err})") from None
     if isinstance(matrix, np.ndarray) and np.iscomplexobj(matrix):
@@ -273,7 +274,14 @@ def read_features(path: str | Path, modality: str, n_rows: int | None) -> np.nda
         raise UserError(f"{path}: the '{modality}' matrix has no columns (shape {matrix.shape})")
     if n_rows is not None and matrix.shape[0] != n_rows:
         raise UserError(f"{path}: {matrix.shape[0]} rows for '{modality}', but the items file has {n_rows} items")
-    matrix = np.array(matrix, dtype=np.float32)  # read into memory (a copy of the mapped file)
+    shape, changed = matrix.shape, f"{path}: changed while it was being read; read it again once it is written"
+    try:  # read, not copied from the mapping: a file cut short meanwhile is an error here, not a crash (SIGBUS)
+        data = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise UserError(f"{changed} ({err})") from None
+    if not isinstance(data, np.ndarray) or data.shape != shape:
+        raise UserError(changed)
+    matrix = data.astype(np.float32, copy=False)
     nan = np.isnan(matrix)
     partial = nan.any(axis=1) & ~nan.all(axis=1)
     if partial.any():
