@@ -1,4 +1,5 @@
-"""Flat typed configurations: defaults in code, then a YAML file, then `key=value` overrides."""
+"""Typed configurations: defaults in code, then a YAML file, then `key=value` overrides. A setting may be a group
+of settings (a dataclass), written as a YAML mapping or as `group.name=value`."""
 
 from __future__ import annotations
 
@@ -105,6 +106,33 @@ def field_types(cls: type) -> dict[str, Any]:
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
+def setting_types(cls: type) -> dict[str, Any]:
+    """Every setting of `cls` and its type; the settings of a group as `group.name`."""
+    kinds = {}
+    for name, kind in field_types(cls).items():
+        if dataclasses.is_dataclass(kind):
+            kinds |= {f"{name}.{sub}": sub_kind for sub, sub_kind in field_types(kind).items()}
+        else:
+            kinds[name] = kind
+    return kinds
+
+
+def _flatten(mapping: dict, groups: dict[str, type], where: str) -> dict[str, Any]:
+    """`mapping` with each group's mapping (or dataclass) given as `group.name` keys."""
+    flat = {}
+    for key, value in mapping.items():
+        if key not in groups:
+            flat[key] = value
+            continue
+        if dataclasses.is_dataclass(value):
+            value = dataclasses.asdict(value)
+        if not isinstance(value, dict):
+            names = ", ".join(f.name for f in dataclasses.fields(groups[key]))
+            raise UserError(f"setting '{key}'{where}: expected a mapping of its settings ({names})")
+        flat |= {f"{key}.{sub}": v for sub, v in value.items()}
+    return flat
+
+
 def build_config(
     cls: type[C],
     file: str | Path | None = None,
@@ -113,8 +141,9 @@ def build_config(
 ) -> C:
     """Defaults of `cls` (or the checked settings `base`), updated by the YAML `file`, then by `key=value`
     strings."""
-    kinds = field_types(cls)
-    values: dict[str, Any] = dict(base or {})
+    kinds = setting_types(cls)
+    groups = {name: kind for name, kind in field_types(cls).items() if dataclasses.is_dataclass(kind)}
+    values: dict[str, Any] = _flatten(dict(base or {}), groups, "")
     if file is not None:
         path = Path(file)
         if not path.is_file():
@@ -131,7 +160,7 @@ def build_config(
             raise UserError(f"{path}: not valid YAML ({str(err)[:300]})") from None
         if not isinstance(loaded, dict):
             raise UserError(f"{path}: expected a mapping of setting names to values")
-        for key, value in loaded.items():
+        for key, value in _flatten(loaded, groups, f" in '{path}'").items():
             if key not in kinds:
                 raise UserError(f"{path}: unknown setting '{key}' (known: {', '.join(sorted(kinds))})")
             values[key] = check_type(f"{key}' in '{path}", value, kinds[key])
@@ -143,6 +172,9 @@ def build_config(
         if key not in kinds:
             raise UserError(f"--set {key}: unknown setting (known: {', '.join(sorted(kinds))})")
         values[key] = _parse_value(key, text.strip(), kinds[key])
+    for name, kind in groups.items():
+        prefix = f"{name}."
+        values[name] = kind(**{k[len(prefix) :]: values.pop(k) for k in list(values) if k.startswith(prefix)})
     config = cls(**values)
     validate = getattr(config, "validate", None)
     if validate is not None:

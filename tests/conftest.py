@@ -56,6 +56,6 @@ def toys_dir() -> Path:
 def synthetic_data_dir(tmp_path_factory) -> Path:
     """A small preprocessed synthetic dataset (about 300 users, 230 items, image and text codes), built once."""
     out = tmp_path_factory.mktemp("synthetic") / "data"
-    result = run_cli("preprocess", "--synthetic", "--out", out, "--set", "synthetic_users=300", "--set", "n_codes=16")
+    result = run_cli("preprocess", "--synthetic", "--out", out, "--set", "synthetic.users=300", "--set", "n_codes=16")
     assert result.exit_code == 0, result.output
     return out

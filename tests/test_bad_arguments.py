@@ -18,17 +18,18 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from cli.main import main  # noqa: E402
+from mmsr_dgl.config import setting_types  # noqa: E402
 from mmsr_dgl.data.preprocess import PreprocessConfig  # noqa: E402
 from mmsr_dgl.training import TrainConfig  # noqa: E402
 
 HARNESS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 TINY = [
     "--set",
-    "synthetic_users=150",
+    "synthetic.users=150",
     "--set",
-    "synthetic_items=60",
+    "synthetic.items=60",
     "--set",
-    "synthetic_groups=4",
+    "synthetic.groups=4",
     "--set",
     "n_codes=8",
     "--set",
@@ -132,7 +133,7 @@ def invoke(scratch: Path, args: list[str], out: str | None) -> None:
 
 
 @HARNESS
-@given(key=st.sampled_from([f.name for f in dataclasses.fields(PreprocessConfig)]), value=BAD)
+@given(key=st.sampled_from(sorted(setting_types(PreprocessConfig))), value=BAD)
 def test_preprocess_with_a_bad_setting(scratch, key, value):
     invoke(scratch, ["preprocess", "--synthetic", "--out", "new-data", *TINY, "--set", f"{key}={value}"], "new-data")
 

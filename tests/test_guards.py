@@ -13,11 +13,12 @@ from conftest import snapshot
 
 from cli.main import main
 from mmsr_dgl.data.preprocess import Inputs, PreprocessConfig, preprocess
+from mmsr_dgl.data.synthetic import SyntheticSpec
 from mmsr_dgl.errors import UserError
 from mmsr_dgl.io import claim_dir, folder_kind
 from mmsr_dgl.training import TrainConfig, train
 
-TINY = dict(synthetic_users=200, synthetic_items=80, synthetic_groups=4, n_codes=8, pca_dim=8)
+TINY = dict(synthetic=SyntheticSpec(users=200, items=80, groups=4), n_codes=8, pca_dim=8)
 
 
 def cli(*args) -> object:

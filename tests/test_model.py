@@ -15,6 +15,7 @@ from dgl.nn.functional import edge_softmax  # noqa: E402
 
 from mmsr_dgl.data import PreprocessConfig, load_processed, preprocess  # noqa: E402
 from mmsr_dgl.data.preprocess import Inputs  # noqa: E402
+from mmsr_dgl.data.synthetic import SyntheticSpec  # noqa: E402
 from mmsr_dgl.graph import GROUPS, group_relations, group_view, group_views  # noqa: E402
 from mmsr_dgl.nn import MMSR, MMSRConfig, make_batch  # noqa: E402
 
@@ -35,7 +36,7 @@ def one_thread():
 def data(tmp_path_factory):
     out = tmp_path_factory.mktemp("model_data") / "synthetic"
     preprocess(
-        PreprocessConfig(synthetic_users=200, synthetic_items=120, synthetic_groups=8, n_codes=16),
+        PreprocessConfig(synthetic=SyntheticSpec(users=200, items=120, groups=8), n_codes=16),
         Inputs(synthetic=True),
         out,
         log=lambda m: None,

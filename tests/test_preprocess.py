@@ -505,10 +505,10 @@ BAD_INPUTS = {  # name -> (args builder, fragments the error message must contai
         ["ratings.csv", "user u2 (first at line 2)", "'zz'"],
     ),
     "bad synthetic setting": (
-        lambda p: ["--synthetic", "--set", "synthetic_mean_length=2"],
-        ["synthetic_mean_length", "out of range"],
+        lambda p: ["--synthetic", "--set", "synthetic.mean_length=2"],
+        ["synthetic.mean_length", "out of range"],
     ),
-    "negative noise": (lambda p: ["--synthetic", "--set", "synthetic_noise=-1"], ["synthetic_noise"]),
+    "negative noise": (lambda p: ["--synthetic", "--set", "synthetic.noise=-1"], ["synthetic.noise"]),
     "modality named item": (lambda p: _seq(p) + ["--features", f"item={p / 'x.npy'}"], ["'item'"]),
 }
 
@@ -796,6 +796,47 @@ def test_feature_files_that_are_not_one_npy_matrix_are_named(tmp_path):
         assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
 
 
+def test_feature_rows_beyond_the_items_are_reported_and_a_padding_row_refused(tmp_path):
+    seq = write_sequences(tmp_path / "seq.txt", {1: [1, 2, 3, 4, 5], 2: [5, 4, 3, 2, 1]})  # items 1..5
+    rng = np.random.default_rng(0)
+    padded = np.concatenate([np.zeros((1, 4)), rng.normal(size=(5, 4))])  # row 0 for padding, as many codes save
+    np.save(tmp_path / "padded.npy", padded)
+    np.save(tmp_path / "longer.npy", rng.normal(size=(8, 4)))  # a catalogue of 8 items, 5 of them in the histories
+    args = ["--sequences", seq, "--set", "k_core=0", "--set", "n_codes=2", "--set", "codes_per_item=1"]
+    refused = run_cli("preprocess", *args, "--features", f"image={tmp_path / 'padded.npy'}", "--out", tmp_path / "a")
+    assert refused.exit_code == 2 and "padding row" in refused.output and "Traceback" not in refused.output
+    assert not (tmp_path / "a").exists()
+    kept = run_cli("preprocess", *args, "--features", f"image={tmp_path / 'longer.npy'}", "--out", tmp_path / "b")
+    assert kept.exit_code == 0, kept.output
+    assert "longer.npy: the last 3 rows are not used (no item id above 5 in the histories)" in kept.output
+
+
+def test_a_feature_file_cut_short_while_it_is_read_is_an_error_not_a_crash(tmp_path):
+    # in a process of its own: the file is cut short right after its header was read, as a copy still being written
+    # may be; reading the rest through a memory map would end the process by SIGBUS, without a word
+    np.save(tmp_path / "f.npy", np.ones((4096, 256), dtype=np.float32))
+    script = f"""
+import numpy as np
+from mmsr_dgl.data.readers import read_features
+from mmsr_dgl.errors import UserError
+
+load = np.load
+def load_then_cut(path, *args, **kwargs):
+    array = load(path, *args, **kwargs)
+    with open(path, "r+b") as f:
+        f.truncate(4096)
+    return array
+np.load = load_then_cut
+try:
+    read_features({str(tmp_path / "f.npy")!r}, "image", None)
+except UserError as err:
+    print("error:", err)
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, f"status {result.returncode}: {result.stderr}"
+    assert "f.npy: changed while it was being read" in result.stdout, result.stdout
+
+
 def test_integer_ids_beyond_int64_sort_numerically(tmp_path):
     seq = tmp_path / "big.txt"
     seq.write_text(f"1 {2**64} 2 {2**63} 4\n2 2 3 4 5\n")
@@ -842,7 +883,7 @@ def test_what_would_be_silently_wrong_is_said_or_refused(tmp_path):
     assert "columns title, price are not used" in said.stderr and "(n_codes=50)" in said.stderr
     for args, message in (
         (["--features", f"image={tmp_path / 'c.npy'}"], "complex numbers"),
-        (["--set", "synthetic_users=5"], "apply to --synthetic only"),
+        (["--set", "synthetic.users=5"], "apply to --synthetic only"),
     ):
         result = run_cli(
             "preprocess", "--sequences", seq, "--items", items, "--set", "k_core=0", *args, "--out", tmp_path / "b"

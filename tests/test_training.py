@@ -18,12 +18,13 @@ from click.testing import CliRunner
 from cli.main import main
 from mmsr_dgl.data import load_processed
 from mmsr_dgl.data.preprocess import Inputs, PreprocessConfig, describe_file, preprocess
+from mmsr_dgl.data.synthetic import SyntheticSpec
 from mmsr_dgl.errors import UserError
 from mmsr_dgl.training import TrainConfig, evaluate_scores, train
 from mmsr_dgl.training.metrics import mask_seen, metric_sums, pessimistic_rank
 from mmsr_dgl.training.run import load_checkpoint, load_run
 
-TINY = dict(synthetic_users=400, synthetic_items=150, synthetic_groups=8, n_codes=16, pca_dim=16)
+TINY = dict(synthetic=SyntheticSpec(users=400, items=150, groups=8), n_codes=16, pca_dim=16)
 
 
 @pytest.fixture(scope="module")

@@ -36,20 +36,7 @@ class PreprocessConfig:
     normalize_features: bool = True  # L2-normalise feature rows before PCA (CLIP features are cosine-shaped)
     fit_codes_on_train: bool = False  # fit PCA and k-means on items seen in training only
     seed: int = 2023
-    synthetic_users: int = SyntheticSpec.users
-    synthetic_items: int = SyntheticSpec.items
-    synthetic_groups: int = SyntheticSpec.groups
-    synthetic_styles: int = SyntheticSpec.styles
-    synthetic_mean_length: float = SyntheticSpec.mean_length
-    synthetic_stay: float = SyntheticSpec.stay
-    synthetic_image_sequential: float = SyntheticSpec.image_sequential
-    synthetic_text_sequential: float = SyntheticSpec.text_sequential
-    synthetic_image_cross_modal: float = SyntheticSpec.image_cross_modal
-    synthetic_text_cross_modal: float = SyntheticSpec.text_cross_modal
-    synthetic_noise: float = SyntheticSpec.noise
-    synthetic_missing_image: float = SyntheticSpec.missing_image
-    synthetic_missing_text: float = SyntheticSpec.missing_text
-    synthetic_seed: int = SyntheticSpec.seed
+    synthetic: SyntheticSpec = dataclasses.field(default_factory=SyntheticSpec)  # --synthetic only
 
     def validate(self) -> None:
         checks = {
@@ -59,20 +46,12 @@ class PreprocessConfig:
             "n_codes": self.n_codes >= 0,
             "codes_per_item": self.codes_per_item >= 1,
             "test_ratio": 0 < self.test_ratio < 1,
-            "synthetic_users": 1 <= self.synthetic_users <= 10**6,
-            "synthetic_items": 10**6 >= self.synthetic_items >= self.synthetic_groups >= 4,
-            "synthetic_styles": 1 <= self.synthetic_styles <= 10**3,
-            "synthetic_mean_length": 5 <= self.synthetic_mean_length <= 10**3,
-            "synthetic_stay": 0 <= self.synthetic_stay <= 1,
-            "synthetic_noise": self.synthetic_noise >= 0,
-            "synthetic_missing_image": 0 <= self.synthetic_missing_image < 1,
-            "synthetic_missing_text": 0 <= self.synthetic_missing_text < 1,
             "seed": 0 <= self.seed < 2**32,
-            "synthetic_seed": 0 <= self.synthetic_seed < 2**32,
         }
         for name, ok in checks.items():
             if not ok:
                 raise UserError(f"setting '{name}': value {getattr(self, name)!r} is out of range")
+        self.synthetic.validate()
         if self.n_codes and self.codes_per_item > self.n_codes:
             raise UserError(
                 f"settings 'codes_per_item' ({self.codes_per_item}) and 'n_codes' ({self.n_codes}): an "
@@ -80,16 +59,6 @@ class PreprocessConfig:
             )
         if self.split == "loo" and self.test_ratio != PreprocessConfig.test_ratio:
             raise UserError("setting 'test_ratio' applies to split=ratio only (leave-one-out tests the last item)")
-
-    def synthetic_spec(self) -> SyntheticSpec:
-        prefix = "synthetic_"
-        return SyntheticSpec(
-            **{
-                f.name[len(prefix) :]: getattr(self, f.name)
-                for f in dataclasses.fields(self)
-                if f.name.startswith(prefix)
-            }
-        )
 
 
 @dataclass
@@ -149,17 +118,16 @@ def preprocess(
     and settings, its data file as the manifest describes it), unless `force`."""
     inputs.check()
     if not inputs.synthetic:
+        default = SyntheticSpec()
         changed = [
-            f.name
-            for f in dataclasses.fields(config)
-            if f.name.startswith("synthetic_") and getattr(config, f.name) != f.default
+            f"synthetic.{f.name}"
+            for f in dataclasses.fields(default)
+            if getattr(config.synthetic, f.name) != getattr(default, f.name)
         ]
         if changed:
             raise UserError(f"settings {', '.join(changed)} apply to --synthetic only, not to your files")
     out = Path(out)
-    settings = {
-        k: v for k, v in dataclasses.asdict(config).items() if inputs.synthetic or not k.startswith("synthetic_")
-    }
+    settings = {k: v for k, v in dataclasses.asdict(config).items() if inputs.synthetic or k != "synthetic"}
     described = inputs.describe()
     fingerprint = data_fingerprint(settings, described)
     recover(out)
@@ -308,7 +276,7 @@ def describe_file(path: Path) -> dict | None:
 
 def _load(inputs: Inputs, config: PreprocessConfig, log: Callable[[str], None]) -> RawData:
     if inputs.synthetic:
-        return generate(config.synthetic_spec())
+        return generate(config.synthetic)
     raw = read_sequences(inputs.sequences) if inputs.sequences else read_interactions(inputs.interactions)
     if inputs.items:
         raw.items = read_items(inputs.items)
@@ -347,7 +315,25 @@ def _load(inputs: Inputs, config: PreprocessConfig, log: Callable[[str], None]) 
                             f"{where}: item {item!r} has no row in {files} ({len(known)} rows; "
                             "without --items, row r is item id r+1)"
                         )
+            _check_extra_rows(raw, files, log)
     return raw
+
+
+def _check_extra_rows(raw: RawData, files: str, log: Callable[[str], None]) -> None:
+    """Without --items, feature rows beyond the largest item id of the histories are unused: said in the log, and
+    refused where they look like a padding row 0 (one row too many, all zeros), which would shift every item."""
+    largest = max(int(item) for history in raw.histories for item in history)
+    extra = len(raw.feature_ids) - largest
+    if not extra:
+        return
+    padding = [m for m, matrix in raw.features.items() if not np.any(matrix[0])]
+    if extra == 1 and padding:
+        raise UserError(
+            f"{files}: one row more than the largest item id ({largest}) and row 0 of {', '.join(padding)} is all "
+            "zeros, as a padding row would be; without --items row r is item id r+1, so every item would get the "
+            "features of the one before it. Drop the padding row (matrix[1:]), or give --items to name each row"
+        )
+    log(f"{files}: the last {extra:,} rows are not used (no item id above {largest} in the histories)")
 
 
 def _filter_and_remap(raw: RawData, k_core: int) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:

@@ -15,11 +15,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import UserError
 from .readers import ItemTable, RawData
 
 
 @dataclass
 class SyntheticSpec:
+    """The embedded dataset's settings (`synthetic.NAME` of preprocessing)."""
+
     users: int = 3000
     items: int = 600
     groups: int = 24
@@ -36,6 +39,25 @@ class SyntheticSpec:
     image_dim: int = 64
     text_dim: int = 48
     seed: int = 7
+
+    def validate(self) -> None:
+        checks = {
+            "users": 1 <= self.users <= 10**6,
+            "items": 10**6 >= self.items >= self.groups >= 4,
+            "groups": 4 <= self.groups,
+            "styles": 1 <= self.styles <= 10**3,
+            "mean_length": 5 <= self.mean_length <= 10**3,
+            "stay": 0 <= self.stay <= 1,
+            "noise": self.noise >= 0,
+            "missing_image": 0 <= self.missing_image < 1,
+            "missing_text": 0 <= self.missing_text < 1,
+            "image_dim": 1 <= self.image_dim <= 4096,
+            "text_dim": 1 <= self.text_dim <= 4096,
+            "seed": 0 <= self.seed < 2**32,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise UserError(f"setting 'synthetic.{name}': value {getattr(self, name)!r} is out of range")
 
 
 def generate(spec: SyntheticSpec) -> RawData:
