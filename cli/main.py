@@ -304,7 +304,9 @@ def recommend(run_dir, k, out, users_file, fmt, exclude_seen, checkpoint, data_d
 @main.command()
 @click.option("--run", "run_dir", required=True, type=click.Path(path_type=Path), help="Run directory.")
 @click.option("--out", type=click.Path(path_type=Path), help="Where the pictures go (default: RUN/inspect).")
-@click.option("--user", help="Also draw this user's graph (raw user id) beside their top-10.")
+@click.option(
+    "--user", help="Also this user's (raw id) sample of the split: their graph, the top-10 and the target's rank."
+)
 @click.option(
     "--items",
     "items_file",
@@ -316,7 +318,7 @@ def recommend(run_dir, k, out, users_file, fmt, exclude_seen, checkpoint, data_d
 @click.option("--data", "data_dir", type=click.Path(path_type=Path), help="The run's dataset, if it moved.")
 def inspect(run_dir, out, user, items_file, text_column, split, data_dir) -> None:
     """PNGs of a run: training curves, the update gate, accuracy by history length and target popularity, and
-    with --user one user's MSGraph and top-10; plus inspect.json and summary.txt."""
+    with --user one user's MSGraph, top-10 and target rank; plus inspect.json and summary.txt."""
     from mmsr_dgl.inspect import inspect as run
     from mmsr_dgl.inspect import summary_text
 

@@ -9,10 +9,12 @@ import pytest
 from conftest import run_cli
 
 from mmsr_dgl.data.preprocess import Inputs, PreprocessConfig, preprocess
+from mmsr_dgl.data.synthetic import SyntheticSpec
 from mmsr_dgl.training import TrainConfig, evaluate, train
+from mmsr_dgl.training.evaluate import target_ranks
 from mmsr_dgl.training.run import load_run
 
-TINY = dict(synthetic_users=300, synthetic_items=120, synthetic_groups=6, n_codes=12, pca_dim=16)
+TINY = dict(synthetic=SyntheticSpec(users=300, items=120, groups=6), n_codes=12, pca_dim=16)
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
@@ -67,6 +69,13 @@ def test_pictures_and_their_numbers(async_run):
     top = summary["user"]["top"]
     assert len(top) == 10 and summary["user"]["edges"]["heterogeneous"] > 0
     assert [t["score"] for t in top] == sorted((t["score"] for t in top), reverse=True)
+    _, _, model = load_run(async_run)  # the user's target and its rank: as evaluation ranks them
+    row = int(np.flatnonzero(users == int(np.flatnonzero(data.user_ids == "1")[0]))[0])
+    rank = int(target_ranks(model, data, "test", exclude_seen=config.exclude_seen)[row]) + 1
+    assert summary["user"]["target"] == data.item_names[data.targets("test")[row]]
+    assert summary["user"]["target_rank"] == rank and (rank <= 10) == any(
+        t["item"] == summary["user"]["target"] for t in top
+    )
     assert "selected epoch" in result.stdout and "pictures:" in result.stdout
 
 
@@ -113,6 +122,28 @@ def test_run_without_metrics_and_models_without_a_gate(data, async_run, tmp_path
     assert result.exit_code == 2 and "'nobody': not a user" in result.output
     result = run_cli("inspect", "--run", tmp_path / "absent")
     assert result.exit_code == 2 and "absent" in result.output and "Traceback" not in result.output
+
+
+def test_the_user_graph_draws_codes_at_their_items_position(async_run):
+    from mmsr_dgl.graph import MSGraphSchema
+    from mmsr_dgl.inspect.usergraph import DRAWN, layout
+    from mmsr_dgl.nn import make_batch
+
+    _, data, model = load_run(async_run)
+    modalities, views = model.graph_spec()
+    history = data.history(0)[-data.max_len :]
+    graph = make_batch([history], data.max_len, {m: data.codes[m] for m in modalities}, views).graph
+    ntypes = MSGraphSchema(tuple(modalities)).ntypes
+    where = layout(graph, ntypes, DRAWN)
+    for t in ntypes:
+        latest = graph.nodes[t].data["pos"].argmax(1).tolist()  # each node's most recent position
+        by_column: dict[int, list[float]] = {}
+        for n, column in enumerate(latest):
+            if column < DRAWN:
+                by_column.setdefault(column, []).append(where[(t, n)][0])
+        for column, xs in by_column.items():  # one node: at the position; several: spread evenly around it
+            assert np.mean(xs) == pytest.approx(-column) and len(set(xs)) == len(xs)
+            assert all(abs(x + column) < 0.5 for x in xs)
 
 
 def test_pictures_fade_small_buckets_leave_empty_ones_blank_and_frame_a_single_epoch(tmp_path):

@@ -15,7 +15,6 @@ from ..io import claim_dir, read_json, write_file_atomic
 from ..nn import make_batch
 from ..training.evaluate import fixed_ranking_ranks, target_ranks
 from ..training.metrics import metric_sums
-from ..training.recommend import recommend
 from ..training.run import load_run
 from . import figures, usergraph
 
@@ -133,7 +132,7 @@ def _report(
     log(f"ranking the {split} targets")
     _accuracy(config, data, model, split, out, summary)
     if user is not None:
-        _user(config, data, model, user, items_file, text_column, out, summary)
+        _user(config, data, model, user, split, items_file, text_column, out, summary)
     write_file_atomic(out / "inspect.json", lambda p: p.write_text(json.dumps(summary, indent=1) + "\n"))
     write_file_atomic(out / "summary.txt", lambda p: p.write_text(summary_text(summary)))
     return summary
@@ -190,12 +189,23 @@ def _accuracy(config, data, model, split: str, out: Path, summary: dict) -> None
     summary["pictures"].append("accuracy.png")
 
 
-def _user(config, data, model, user: str, items_file: Path | None, text_column: str, out: Path, summary: dict) -> None:
-    """The user's top-10 and (a model with a graph) user_<id>.png: their MSGraph with its attention weights."""
+def _user(
+    config, data, model, user: str, split: str, items_file: Path | None, text_column: str, out: Path, summary: dict
+) -> None:
+    """The user's first sample of the split: the top-10, the target and its rank, and (a model with a graph)
+    user_<id>.png: the MSGraph of the history before the target, with its attention weights."""
     index = int(np.flatnonzero(data.user_ids == user)[0])
-    items, scores = recommend(model, data, np.array([index]), 10, config.exclude_seen, 1)
-    top = list(zip(items[0].tolist(), scores[0].tolist()))
-    summary["user"] = {"user": user, "top": [{"item": str(data.item_names[i]), "score": round(s, 4)} for i, s in top]}
+    sample = usergraph.user_sample(model, data, index, split, config.exclude_seen)
+    if sample is None:
+        summary["notes"].append(f"--user {user}: no {split} sample (history too short for the split)")
+        return
+    summary["user"] = {
+        "user": user,
+        "target": str(data.item_names[sample.target]),
+        "target_rank": sample.rank,
+        "ranked": sample.ranked,
+        "top": [{"item": str(data.item_names[i]), "score": round(s, 4)} for i, s in sample.top],
+    }
     if model.graph_spec() is None:
         summary["notes"].append(f"--user: the {config.model} model reads no graph, so no picture; its top-10 is below")
         return
@@ -204,7 +214,7 @@ def _user(config, data, model, user: str, items_file: Path | None, text_column: 
     if why:
         summary["notes"].append(why)
     picture = f"user_{''.join(c if c.isalnum() else '_' for c in user)}.png"
-    summary["user"] |= usergraph.draw(model, data, index, top, texts, out / picture)
+    summary["user"] |= usergraph.draw(model, data, index, sample, texts, out / picture)
     summary["pictures"].append(picture)
 
 
@@ -228,7 +238,11 @@ def summary_text(s: dict) -> str:
     for t, g in s.get("gate_weight_of_order_a", {}).items():
         lines.append(f"gate, {t} nodes: weight of order A mean {g['mean']:.3f}, quartiles {g['quartiles']}")
     if "user" in s:
-        lines.append(f"user {s['user']['user']}: top-10 " + ", ".join(t["item"] for t in s["user"]["top"]))
+        u = s["user"]
+        lines.append(
+            f"user {u['user']}: {s['split']} target {u['target']} at rank {u['target_rank']:,} of {u['ranked']:,}; "
+            "top-10 " + ", ".join(t["item"] for t in u["top"])
+        )
     lines += [f"note: {n}" for n in s["notes"]]
     lines.append("pictures: " + ", ".join(s["pictures"]))
     return "\n".join(lines) + "\n"
