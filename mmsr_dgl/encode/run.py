@@ -202,18 +202,9 @@ def _encode_modality(
         bar.update(len(rows))
     bar.close()
 
-    def assemble(tmp: Path) -> None:  # chunk by chunk into a memory-mapped .npy: memory bounded by a chunk
-        matrix = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, ENCODERS[modality].dim))
-        for rows, path in zip(chunks, paths):
-            with np.load(path) as chunk:
-                matrix[rows.start : rows.stop] = chunk["features"]
-                reasons = chunk["reasons"].tolist()
-            has.setdefault(modality, np.zeros(n, dtype=bool))[rows.start : rows.stop] = [not r for r in reasons]
-            skipped.extend((items.ids[rows.start + i], modality, r) for i, r in enumerate(reasons) if r)
-        matrix.flush()
-        del matrix
-
-    write_file_atomic(partial / "ready" / f"{modality}.npy", assemble)
+    write_file_atomic(
+        partial / "ready" / f"{modality}.npy", lambda tmp: _assemble(tmp, modality, chunks, paths, items, has, skipped)
+    )
     summary = {
         "dim": ENCODERS[modality].dim,
         "encoded": int(has[modality].sum()),
@@ -226,6 +217,23 @@ def _encode_modality(
         f"{summary['skipped']} without" + (f"; {encoded / seconds:.1f} items/s encoded by this run" if encoded else "")
     )
     return summary
+
+
+def _assemble(
+    tmp: Path, modality: str, chunks: list[range], paths: list[Path], items: ItemsFile, has: dict, skipped: list
+) -> None:
+    """The encoded chunks, one by one, into the memory-mapped .npy `tmp` (memory bounded by a chunk); fills
+    has[modality] and `skipped`."""
+    n = len(items.rows)
+    matrix = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, ENCODERS[modality].dim))
+    for rows, path in zip(chunks, paths):
+        with np.load(path) as chunk:
+            matrix[rows.start : rows.stop] = chunk["features"]
+            reasons = chunk["reasons"].tolist()
+        has.setdefault(modality, np.zeros(n, dtype=bool))[rows.start : rows.stop] = [not r for r in reasons]
+        skipped.extend((items.ids[rows.start + i], modality, r) for i, r in enumerate(reasons) if r)
+    matrix.flush()
+    del matrix
 
 
 def _publish(out: Path, items: ItemsFile, modalities: list[str], has: dict, skipped: list, summary: dict) -> None:

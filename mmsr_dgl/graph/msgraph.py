@@ -145,63 +145,73 @@ def collate_msgraphs(
     B = len(hist)
     graph_of_pos = np.repeat(np.arange(B), lengths)  # [P]
     rpos = np.concatenate([np.arange(n)[::-1] for n in lengths])  # [P] position counted from the end
-    same_graph_next = graph_of_pos[:-1] == graph_of_pos[1:]  # [P-1] position p and p+1 in one graph
-
-    # node of every (position, slot): per type, a [P, k] array of global node ids (-1 = none)
-    slot_node, ndata, n_nodes, graph_nodes = {}, {}, {}, {}
-    values = {"item": np.concatenate(hist)[:, None]}
+    values = {"item": np.concatenate(hist)[:, None]}  # [P, 1], then per modality the item's codes [P, k]
     values.update({m: table[values["item"][:, 0]] for m, table in codes.items()})
-    for t in schema.ntypes:
-        v = values[t]  # [P, k]
+    nodes = {t: _Nodes(values[t], graph_of_pos, rpos, B, max_len) for t in schema.ntypes}
+    data = _edges(schema, {t: n.slot for t, n in nodes.items()}, graph_of_pos[:-1] == graph_of_pos[1:])
+
+    n_nodes = {t: len(n.ids) for t, n in nodes.items()}
+    g = dgl.heterograph(
+        {e: (torch.from_numpy(s), torch.from_numpy(d)) for e, (s, d) in data.items()}, n_nodes, idtype=torch.int64
+    )
+    g.set_batch_num_nodes({t: torch.from_numpy(n.per_graph) for t, n in nodes.items()})
+    node_graph = {t: np.repeat(np.arange(B), n.per_graph) for t, n in nodes.items()}
+    g.set_batch_num_edges(
+        {e: torch.from_numpy(np.bincount(node_graph[e[0]][s], minlength=B)) for e, (s, _) in data.items()}
+    )
+    for t, n in nodes.items():
+        g.nodes[t].data.update({"id": torch.from_numpy(n.ids), "pos": torch.from_numpy(n.pos)})
+    return g
+
+
+class _Nodes:
+    """The nodes of one type in a batch: one per distinct (graph, value) among the values [P, k] of the
+    positions (-1 = none)."""
+
+    def __init__(self, v: np.ndarray, graph_of_pos: np.ndarray, rpos: np.ndarray, n_graphs: int, max_len: int):
         valid = v >= 0
         span = int(v.max()) + 1 if valid.any() else 1
         key = (graph_of_pos[:, None] * span + v)[valid]
         uniq = _sorted_unique(key)
         inverse = np.searchsorted(uniq, key)
-        node = np.full(v.shape, -1, dtype=np.int64)
-        node[valid] = inverse
-        slot_node[t] = node
-        pos = np.zeros((len(uniq), max_len), dtype=np.float32)
-        pos[inverse, np.broadcast_to(rpos[:, None], v.shape)[valid]] = 1.0
-        ndata[t] = {"id": torch.from_numpy(uniq % span), "pos": torch.from_numpy(pos)}
-        n_nodes[t] = len(uniq)
-        graph_nodes[t] = np.bincount(uniq // span, minlength=B)
+        self.slot = np.full(v.shape, -1, dtype=np.int64)  # [P, k]: the node of each (position, slot), -1 = none
+        self.slot[valid] = inverse
+        self.pos = np.zeros((len(uniq), max_len), dtype=np.float32)  # [N, max_len]: positions from the end
+        self.pos[inverse, np.broadcast_to(rpos[:, None], v.shape)[valid]] = 1.0
+        self.ids = uniq % span  # [N]: item id or code
+        self.per_graph = np.bincount(uniq // span, minlength=n_graphs)  # [B]
 
+
+def _all_pairs(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every (a[p, i], b[p, j]) of each row p where both are nodes (not -1): sources, destinations."""
+    src = np.repeat(a, b.shape[1], axis=1).ravel()
+    dst = np.tile(b, (1, a.shape[1])).ravel()
+    ok = (src >= 0) & (dst >= 0)
+    return src[ok], dst[ok]
+
+
+def _edges(schema: MSGraphSchema, slot: dict[str, np.ndarray], same_graph_next: np.ndarray) -> dict:
+    """Relation -> (sources, destinations) from each type's node of every (position, slot) [P, k];
+    same_graph_next [P-1]: whether positions p and p+1 are in one graph."""
+    n_nodes = {t: int(s.max()) + 1 for t, s in slot.items()}
     data = {}
     for t in schema.ntypes:
-        a, b = slot_node[t][:-1][same_graph_next], slot_node[t][1:][same_graph_next]  # [P', k]
-        src = np.repeat(a, b.shape[1], axis=1).ravel()
-        dst = np.tile(b, (1, a.shape[1])).ravel()
-        ok = (src >= 0) & (dst >= 0)
-        data[(t, "next", t)] = _unique_pairs(src[ok], dst[ok], n_nodes[t])
-        data[(t, "prev", t)] = _unique_pairs(dst[ok], src[ok], n_nodes[t])
+        src, dst = _all_pairs(slot[t][:-1][same_graph_next], slot[t][1:][same_graph_next])
+        data[(t, "next", t)] = _unique_pairs(src, dst, n_nodes[t])
+        data[(t, "prev", t)] = _unique_pairs(dst, src, n_nodes[t])
         data[(t, "self", t)] = (np.arange(n_nodes[t]), np.arange(n_nodes[t]))
-    item_node = slot_node["item"][:, 0]
+    item_node = slot["item"][:, 0]
     for m in schema.modalities:
-        ok = slot_node[m] >= 0
+        ok = slot[m] >= 0
         items = np.broadcast_to(item_node[:, None], ok.shape)[ok]
-        data[("item", "has_code", m)] = _unique_pairs(items, slot_node[m][ok], n_nodes[m])
-        data[(m, "code_of", "item")] = _unique_pairs(slot_node[m][ok], items, n_nodes["item"])
+        data[("item", "has_code", m)] = _unique_pairs(items, slot[m][ok], n_nodes[m])
+        data[(m, "code_of", "item")] = _unique_pairs(slot[m][ok], items, n_nodes["item"])
     for i, m1 in enumerate(schema.modalities):
         for m2 in schema.modalities[i + 1 :]:
-            a, b = slot_node[m1], slot_node[m2]
-            src = np.repeat(a, b.shape[1], axis=1).ravel()
-            dst = np.tile(b, (1, a.shape[1])).ravel()
-            ok = (src >= 0) & (dst >= 0)
-            data[(m1, "same_item", m2)] = _unique_pairs(src[ok], dst[ok], n_nodes[m2])
-            data[(m2, "same_item", m1)] = _unique_pairs(dst[ok], src[ok], n_nodes[m1])
-
-    node_graph = {t: np.repeat(np.arange(B), graph_nodes[t]) for t in schema.ntypes}
-    g = dgl.heterograph(
-        {e: (torch.from_numpy(s), torch.from_numpy(d)) for e, (s, d) in data.items()}, n_nodes, idtype=torch.int64
-    )
-    g.set_batch_num_nodes({t: torch.from_numpy(graph_nodes[t]) for t in schema.ntypes})
-    g.set_batch_num_edges(
-        {e: torch.from_numpy(np.bincount(node_graph[e[0]][s], minlength=B)) for e, (s, _) in data.items()}
-    )
-    for t in schema.ntypes:
-        g.nodes[t].data.update(ndata[t])
-    return g
+            src, dst = _all_pairs(slot[m1], slot[m2])
+            data[(m1, "same_item", m2)] = _unique_pairs(src, dst, n_nodes[m2])
+            data[(m2, "same_item", m1)] = _unique_pairs(dst, src, n_nodes[m1])
+    return data
 
 
 def last_item_nodes(g: dgl.DGLHeteroGraph) -> torch.Tensor:

@@ -309,19 +309,7 @@ def _train_epoch(
     """One pass over the training samples; `step(batch)` is the loss (DistributedDataParallel's in a group)."""
     model.train()
     torch.manual_seed(seed_for(config.seed, epoch, group.rank))
-    loader = (
-        sequence_batches(data, config.batch_size, [config.seed, epoch], group)
-        if config.train_on == "sequences"
-        else split_batches(
-            data,
-            model,
-            "train",
-            config.batch_size,
-            shuffle_seed=[config.seed, epoch],
-            num_workers=config.num_workers,
-            group=group,
-        )
-    )
+    loader = _training_batches(data, model, config, epoch, group)
     total, count, start = 0.0, 0, time.perf_counter()
     said = last = start
     bar = tqdm(
@@ -333,16 +321,7 @@ def _train_epoch(
     )
     for n, batch in enumerate(bar, 1):
         batch = batch.to(device)
-        loss = step(batch)
-        if not torch.isfinite(loss):
-            raise UserError(
-                f"epoch {epoch + 1}: the training loss became {loss.item()}; lower the learning rate "
-                "(--set lr=...) and start again"
-            )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        total += loss.item() * len(batch)
+        total += _optimise(step, optimizer, batch, epoch) * len(batch)
         count += len(batch)
         now = time.perf_counter()
         chooser.step_done(now - last)
@@ -363,6 +342,35 @@ def _train_epoch(
         "samples_per_s": round(count / seconds, 1),
         "threads": torch.get_num_threads(),
     }
+
+
+def _training_batches(data: ProcessedData, model, config: TrainConfig, epoch: int, group: Group):
+    """This epoch's training batches (this process's share): samples, or (train_on sequences) whole histories."""
+    if config.train_on == "sequences":
+        return sequence_batches(data, config.batch_size, [config.seed, epoch], group)
+    return split_batches(
+        data,
+        model,
+        "train",
+        config.batch_size,
+        shuffle_seed=[config.seed, epoch],
+        num_workers=config.num_workers,
+        group=group,
+    )
+
+
+def _optimise(step: torch.nn.Module, optimizer, batch, epoch: int) -> float:
+    """One optimisation step on `batch`; its loss."""
+    loss = step(batch)
+    if not torch.isfinite(loss):
+        raise UserError(
+            f"epoch {epoch + 1}: the training loss became {loss.item()}; lower the learning rate "
+            "(--set lr=...) and start again"
+        )
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.item()
 
 
 def _write_metrics(run_dir: Path, history: list[dict]) -> None:
