@@ -297,10 +297,11 @@ def main(argv: list[str] | None = None) -> None:
     for name, seed in todo:
         if len(todo) > 1:  # one process per run: ru_maxrss is the peak of the whole process
             forward = [f"--{k}={getattr(args, k)}" for k in ("toys", "out", "results", "data") if getattr(args, k)]
-            subprocess.run(
-                [sys.executable, __file__, name, f"--seeds={seed}", *forward, *(f"--set={e}" for e in args.extra)],
-                check=True,
-            )
+            run = [sys.executable, __file__, name, f"--seeds={seed}", *forward, *(f"--set={e}" for e in args.extra)]
+            if subprocess.run(run).returncode:
+                raise SystemExit(
+                    f"{name}, seed {seed}: the run stopped (its message is above); the runs after it did not start"
+                )
             continue
         preset = presets[name]
         inputs = preset["inputs"]

@@ -35,5 +35,6 @@ def prepare_toys(toys: Path, data_dir: Path, overrides: list[str], replaced: dic
     from mmsr_dgl.data.preprocess import PreprocessConfig, preprocess
 
     config = build_config(PreprocessConfig, overrides=overrides)
-    preprocess(config, toys_inputs(toys, replaced), data_dir, log=lambda m: None)
+    # runs started side by side share one dataset: the second waits for the first to build it
+    preprocess(config, toys_inputs(toys, replaced), data_dir, log=lambda m: None, wait=True)
     return data_dir

@@ -109,9 +109,12 @@ def check_output_file(path: Path, option: str, inputs: tuple[Path, ...] = ()) ->
 
 
 @contextlib.contextmanager
-def claim_dir(out: Path, kind: str, option: str = "--out", inside: Path | None = None) -> Iterator[bool]:
+def claim_dir(
+    out: Path, kind: str, option: str = "--out", inside: Path | None = None, wait: bool = False
+) -> Iterator[bool]:
     """Hold the folder `out` for a command that writes folders of `kind` (a key of FOLDER_KINDS) until the block
-    ends; yields whether it holds an earlier output of that kind.
+    ends; yields whether it holds an earlier output of that kind. `wait`: wait for another holder to end instead
+    of refusing.
 
     Refused: a path that is not a folder, a folder another command holds (a lock that the system releases when the
     holder dies, even by kill -9), a folder holding anything but an output of `kind`, and a folder inside another
@@ -135,7 +138,7 @@ def claim_dir(out: Path, kind: str, option: str = "--out", inside: Path | None =
     fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY)
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as err:
             if err.errno not in (errno.EWOULDBLOCK, errno.EACCES):
                 raise

@@ -4,6 +4,8 @@ dataset or input it did not make, never a folder another command is writing."""
 import json
 import os
 import shutil
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -120,6 +122,25 @@ def test_a_second_writer_of_a_folder_is_refused_while_the_first_runs(workspace, 
     assert not data.exists()  # claimed, left empty, removed
     with pytest.raises(UserError, match="another mmsr-dgl command"), claim_dir(run, "run"), claim_dir(run, "run"):
         pass
+
+
+def test_a_writer_that_waits_starts_once_the_first_has_ended(tmp_path):
+    data, started = tmp_path / "data", threading.Event()
+    first = threading.Thread(target=lambda: _hold(data, started, seconds=1.0))
+    first.start()
+    started.wait()
+    begun = time.monotonic()
+    with claim_dir(data, "dataset", wait=True):  # as the benchmark runner's `preprocess` of a shared dataset
+        waited = time.monotonic() - begun
+    first.join()
+    assert waited > 0.5, "the second writer did not wait for the first"
+
+
+def _hold(folder: Path, started: threading.Event, seconds: float) -> None:
+    with claim_dir(folder, "dataset"):
+        (folder / "manifest.json").write_text(json.dumps({"kind": "mmsr-dgl dataset"}))
+        started.set()
+        time.sleep(seconds)
 
 
 def test_overwrite_removes_the_old_runs_inspect_output_and_keeps_the_users_files(workspace, tmp_path):

@@ -112,10 +112,16 @@ class _Stages:
 
 
 def preprocess(
-    config: PreprocessConfig, inputs: Inputs, out: str | Path, log: Callable[[str], None] = print, force: bool = False
+    config: PreprocessConfig,
+    inputs: Inputs,
+    out: str | Path,
+    log: Callable[[str], None] = print,
+    force: bool = False,
+    wait: bool = False,
 ) -> dict:
     """Build the dataset directory `out`; returns its manifest. Does nothing when `out` is up to date (same inputs
-    and settings, its data file as the manifest describes it), unless `force`."""
+    and settings, its data file as the manifest describes it), unless `force`. `wait`: when another process is
+    writing `out`, wait for it (then find the dataset up to date) instead of refusing."""
     inputs.check()
     if not inputs.synthetic:
         default = SyntheticSpec()
@@ -131,7 +137,7 @@ def preprocess(
     described = inputs.describe()
     fingerprint = data_fingerprint(settings, described)
     recover(out)
-    with claim_dir(out, "dataset"):
+    with claim_dir(out, "dataset", wait=wait):
         existing = read_json(out / MANIFEST)
         if not force and _up_to_date(existing, fingerprint, out, log):
             return existing
