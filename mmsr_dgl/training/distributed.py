@@ -4,6 +4,7 @@ same elastic launcher as torchrun, in-process) or by torchrun itself."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -11,7 +12,7 @@ import sys
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -156,8 +157,9 @@ QUIET = ("torch.distributed.elastic", "torch.multiprocessing")
 
 def launch(nproc: int, work: Callable, *args) -> Any:
     """Run `work(*args)` in `nproc` processes on this machine (torch's elastic launcher, as torchrun does) and
-    return rank 0's result. A process that fails or is killed stops the others; the error says which. Ctrl-C
-    (SIGTERM) stops every process, each after its own cleanup, and raises KeyboardInterrupt (exits 143)."""
+    return rank 0's result. A process that fails or is killed stops the others; the error says which. Ctrl-C or
+    SIGTERM stops every process, each after its own cleanup; then Ctrl-C raises KeyboardInterrupt, SIGTERM exits
+    with status 143."""
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
@@ -175,18 +177,9 @@ def launch(nproc: int, work: Callable, *args) -> Any:
         monitor_interval=0.5,
         start_method="spawn",
     )
-    # each of the launcher's modules sets its logger's level itself
-    loggers = [logging.getLogger(n) for n in list(logging.root.manager.loggerDict) if n.startswith(QUIET)]
-    levels = {logger: logger.level for logger in loggers}
-    for logger in loggers:
-        logger.setLevel(logging.CRITICAL)
-    # a killed worker leaves its semaphores to the resource tracker, which frees them with a warning
-    warnings = os.environ.get("PYTHONWARNINGS")
-    os.environ["PYTHONWARNINGS"] = ",".join(
-        filter(None, [warnings, "ignore::UserWarning:multiprocessing.resource_tracker"])
-    )
     try:
-        return elastic_launch(config, _worker)(work, *args)[0]
+        with _quiet_launcher():
+            return elastic_launch(config, _worker)(work, *args)[0]
     except SignalException as err:
         if err.sigval == signal.SIGINT:
             raise KeyboardInterrupt from None
@@ -206,6 +199,23 @@ def launch(nproc: int, work: Callable, *args) -> Any:
         raise UserError(
             f"training process {rank} of {nproc} {how}; the others were stopped. Continue the run with --resume"
         ) from None
+
+
+@contextlib.contextmanager
+def _quiet_launcher() -> Iterator[None]:
+    """The launcher's reports and a killed process's semaphore warning left out while the block runs."""
+    # each of the launcher's modules sets its logger's level itself
+    loggers = [logging.getLogger(n) for n in list(logging.root.manager.loggerDict) if n.startswith(QUIET)]
+    levels = {logger: logger.level for logger in loggers}
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
+    # a killed process leaves its semaphores to the resource tracker, which frees them with a warning
+    warnings = os.environ.get("PYTHONWARNINGS")
+    os.environ["PYTHONWARNINGS"] = ",".join(
+        filter(None, [warnings, "ignore::UserWarning:multiprocessing.resource_tracker"])
+    )
+    try:
+        yield
     finally:
         for logger, level in levels.items():
             logger.setLevel(level)
