@@ -796,6 +796,24 @@ def test_feature_files_that_are_not_one_npy_matrix_are_named(tmp_path):
         assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
 
 
+def test_synthetic_settings_are_one_group_in_a_file_and_on_the_command_line(tmp_path):
+    from mmsr_dgl.config import build_config
+
+    (tmp_path / "s.yaml").write_text("synthetic:\n  users: 400\n  seed: 3\nk_core: 2\n")
+    config = build_config(PreprocessConfig, tmp_path / "s.yaml", ["synthetic.items=100", "synthetic.seed=4"])
+    assert (config.synthetic.users, config.synthetic.items, config.synthetic.seed, config.k_core) == (400, 100, 4, 2)
+    assert config.synthetic.groups == PreprocessConfig().synthetic.groups  # the rest keep their defaults
+    (tmp_path / "bad.yaml").write_text("synthetic: 5\n")
+    for file, overrides, message in (
+        (tmp_path / "bad.yaml", [], "setting 'synthetic' in"),
+        (None, ["synthetic.colour=red"], "unknown setting"),
+        (None, ["synthetic=5"], "unknown setting"),
+        (None, ["synthetic.users=0"], "'synthetic.users': value 0 is out of range"),
+    ):
+        with pytest.raises(UserError, match=message):
+            build_config(PreprocessConfig, file, overrides)
+
+
 def test_feature_rows_beyond_the_items_are_reported_and_a_padding_row_refused(tmp_path):
     seq = write_sequences(tmp_path / "seq.txt", {1: [1, 2, 3, 4, 5], 2: [5, 4, 3, 2, 1]})  # items 1..5
     rng = np.random.default_rng(0)
