@@ -27,32 +27,28 @@ MODELS = {
     # SASRec trains as the eSASRec benchmark trains RecTools' SASRec
     "sasrec": ModelEntry(SASRec, SASRecConfig, {"train_on": "sequences", "batch_size": 128}),
 }
-MODEL_DEFAULTED = (
-    "n_layers",
-    "n_heads",
-    "dropout",
-    "attn_dropout",
-    "temperature",
-    "readout",
-    "item_repr",
-    "train_on",
-    "batch_size",
-)  # None in TrainConfig: the chosen model's default
+# the settings a model or its training defaults declare: left None in TrainConfig, they take the chosen model's
+MODEL_SETTINGS = {
+    name
+    for entry in MODELS.values()
+    for name in (*(f.name for f in dataclasses.fields(entry.settings)), *entry.training)
+}
 
 
 @dataclass
 class TrainConfig:
     model: Literal[tuple(MODELS)] = "mmsr"
     dim: int = 64
-    n_layers: int | None = None  # None (here and below): the chosen model's default, MMSR 1 and SASRec 1
-    n_heads: int | None = None  # sasrec only: 1
+    # None (here and below): the chosen model's default, declared once in its settings class (MMSRConfig,
+    # SASRecConfig) or its registry entry's training defaults
+    n_layers: int | None = None
+    n_heads: int | None = None  # SASRec only
     fusion: Literal[FUSIONS] = "async"  # MMSR only; none: no code nodes (content only through item_repr)
-    dropout: float | None = None  # MMSR 0.2, SASRec 0.2
-    attn_dropout: float | None = None  # MMSR 0.1, SASRec 0.2
-    readout: Literal[READOUTS] | None = None  # MMSR mixture, SASRec last; the paper: last
-    item_repr: Literal[ITEM_REPRS] | None = None  # MMSR id+codes+features, SASRec id; the paper: id
-    # scores: 0 = dot product (the paper's and RecBole's); > 0 = cosine similarity divided by this. MMSR 0.1, SASRec 0
-    temperature: float | None = None
+    dropout: float | None = None
+    attn_dropout: float | None = None
+    readout: Literal[READOUTS] | None = None  # the paper: last
+    item_repr: Literal[ITEM_REPRS] | None = None  # the paper: id
+    temperature: float | None = None  # scores: 0 = dot product (the paper's); > 0 = cosine similarity / this
     modalities: list[str] | None = None  # None: every modality of the dataset
     missing_modality: str | None = None  # simulate missing data: this modality is dropped ...
     missing_rate: float = 0.0  # ... for this share of the items, in training and evaluation alike
@@ -63,7 +59,7 @@ class TrainConfig:
     # epoch with every position a target
     train_on: Literal["positions", "sequences"] | None = None
     epochs: int = 200  # at most; validation decides when to stop (patience)
-    batch_size: int | None = None  # MMSR 256, SASRec 128
+    batch_size: int | None = None
     lr: float = 1e-3
     weight_decay: float = 0.0
     patience: int = 10  # epochs without validation improvement before stopping
@@ -81,9 +77,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         entry = MODELS.get(self.model, MODELS["mmsr"])  # an unknown model is refused by the type check
         defaults = {**vars(entry.settings()), **entry.training}
-        for name in MODEL_DEFAULTED:
+        for name in MODEL_SETTINGS:
             if getattr(self, name) is None:
-                setattr(self, name, defaults.get(name, 1))  # MMSR has no heads
+                setattr(self, name, defaults.get(name, 1))  # 1 for what the model does not read (MMSR: heads)
 
     def validate(self) -> None:
         names = {f"{m}@{k}" for m in METRICS for k in KS}
