@@ -105,8 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     config = build_config(TrainConfig, file=args.config or None, overrides=args.overrides)
     torch.manual_seed(args.seed)
     model = build_model(config, data).train()
-    spec = model.graph_spec()  # None: the model reads only the padded sequences
-    codes, views = (None, set()) if spec is None else ({m: data.codes[m] for m in spec[0]}, spec[1])
+    codes, views = model.graph_inputs(data)  # None, set(): the model reads only the padded sequences
     optim = make_optimizer(model, config.lr, config.weight_decay)
     n_params = sum(p.numel() for p in model.parameters())
     print(

@@ -47,8 +47,7 @@ def gate_weights(model, data, split: str, batch_size: int, seed: int) -> tuple[d
     first layer."""
     users, ends = data.splits[split]
     pick = np.sort(np.random.default_rng(seed).permutation(len(users))[:GATE_HISTORIES])
-    modalities, views = model.graph_spec()
-    codes = {m: data.codes[m] for m in modalities}
+    codes, views = model.graph_inputs(data)
     out: dict[str, list[np.ndarray]] = {}
     model.eval()
     for start in range(0, len(pick), batch_size):

@@ -15,7 +15,8 @@ from matplotlib.patches import FancyArrowPatch
 
 from ..graph import MSGraphSchema
 from ..nn import make_batch
-from ..training.metrics import mask_seen, pessimistic_rank
+from ..training.evaluate import ranked_scores
+from ..training.metrics import pessimistic_rank
 from .figures import save
 
 DRAWN = 12  # positions drawn: the latest items and their codes
@@ -44,14 +45,10 @@ def user_sample(model, data, user: int, split: str, exclude_seen: bool, k: int =
         return None
     history = data.inputs(users[rows], ends[rows])[0]
     target = data.targets(split)[rows].astype(np.int64)
-    spec = model.graph_spec()
-    codes, views = (None, set()) if spec is None else ({m: data.codes[m] for m in spec[0]}, spec[1])
     seen = data.inputs(users[rows], ends[rows], full=True) if exclude_seen else None
-    batch = make_batch([history], data.max_len, codes, views, target, seen)
+    batch = make_batch([history], data.max_len, *model.graph_inputs(data), target, seen)
     model.eval()
-    scores = model.full_sort_predict(batch, model.item_table())
-    if exclude_seen:
-        scores = mask_seen(scores, batch.seen, batch.targets)
+    scores = ranked_scores(model, batch, model.item_table(), exclude_seen)
     top = torch.topk(scores[0], min(k, data.n_items - 1))
     return UserSample(
         split=split,
@@ -98,8 +95,8 @@ def draw(model, data, user: int, sample: UserSample, texts: dict[str, str], path
     """Draw the graph of the user's history before the target of `sample` (its last `max_len` items) above two
     listings: its latest items, and the top-K with the target's rank. Returns the history's length, the number of
     edges per relation group and what the legend lists (only the edge groups drawn, and a scale of widths)."""
-    modalities, views = model.graph_spec()
-    batch = make_batch([sample.history], data.max_len, {m: data.codes[m] for m in modalities}, views)
+    modalities = model.graph_spec()[0]
+    batch = make_batch([sample.history], data.max_len, *model.graph_inputs(data))
     model.eval()
     trace = model.explain(batch)[0]["attention"]  # the first layer
     graph, schema = batch.graph, MSGraphSchema(tuple(modalities))

@@ -63,6 +63,14 @@ class FullSortRecommender(nn.Module):
         updating every node, not only what the readout reads, needs); None: it reads only `Batch.seq`."""
         return None
 
+    def graph_inputs(self, data) -> tuple[dict[str, np.ndarray] | None, set[ViewKey]]:
+        """What a batch for this model needs from `data` (ProcessedData): modality -> item codes [n_items, k] and
+        the views of `graph_spec()`; (None, set()) for a model that reads no graph."""
+        spec = self.graph_spec()
+        if spec is None:
+            return None, set()
+        return {m: data.codes[m] for m in spec[0]}, spec[1]
+
     def item_table(self, ids: torch.Tensor | None = None) -> torch.Tensor:
         """[n_items, d]: the embeddings every item is scored with (with `ids` [U]: only their rows, [U, d])."""
         return self.item_emb.weight if ids is None else self.item_emb(ids)

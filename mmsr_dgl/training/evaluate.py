@@ -7,7 +7,7 @@ import torch
 from tqdm import tqdm
 
 from ..data import ProcessedData
-from ..nn import Recommender, pad_left
+from ..nn import Batch, Recommender, pad_left
 from .distributed import Group
 from .loader import prefetched, split_batches
 from .metrics import MetricAccumulator, mask_seen, pessimistic_rank
@@ -18,6 +18,13 @@ SCORES_AT_ONCE = 1 << 25  # scores [batch, n_items] held at once: 128 MiB of flo
 def scoring_batch_size(batch_size: int, n_items: int) -> int:
     """`batch_size`, lowered for large catalogues so that a batch's scores stay within SCORES_AT_ONCE."""
     return max(1, min(batch_size, SCORES_AT_ONCE // n_items))
+
+
+def ranked_scores(model: Recommender, batch: Batch, items: torch.Tensor, exclude_seen: bool) -> torch.Tensor:
+    """[B, n_items]: the scores evaluation ranks a batch's targets among (with `exclude_seen`, the items of each
+    history other than its target at -inf)."""
+    scores = model.full_sort_predict(batch, items)
+    return mask_seen(scores, batch.seen, batch.targets) if exclude_seen else scores
 
 
 @torch.no_grad()
@@ -51,10 +58,7 @@ def target_ranks(
     for batch in tqdm(
         prefetched(loader), desc=f"evaluate {split}", total=len(loader), leave=False, disable=not progress
     ):
-        batch = batch.to(device)
-        scores = model.full_sort_predict(batch, items)
-        if exclude_seen:
-            scores = mask_seen(scores, batch.seen, batch.targets)
+        scores = ranked_scores(model, batch.to(device), items, exclude_seen)
         ranks.append(pessimistic_rank(scores, batch.targets).cpu())
     index = np.concatenate([np.empty(0, dtype=np.int64), *loader.dataset.order])
     return group.gather(index, torch.cat(ranks), len(data.splits[split][0]))

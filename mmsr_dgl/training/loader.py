@@ -30,9 +30,7 @@ class _Batches(Dataset):
         with_seen: bool,
     ):
         self.data, self.order, self.with_seen = data, order, with_seen
-        spec = model.graph_spec()
-        self.codes = None if spec is None else {m: data.codes[m] for m in spec[0]}
-        self.views = set() if spec is None else spec[1]
+        self.codes, self.views = model.graph_inputs(data)
         self.users, self.ends, self.targets = users, ends, targets
 
     def __len__(self) -> int:

@@ -14,9 +14,8 @@ from ..data.readers import integer_id
 from ..errors import UserError
 from ..io import write_file_atomic
 from ..nn import Recommender
-from .evaluate import scoring_batch_size
+from .evaluate import ranked_scores, scoring_batch_size
 from .loader import user_batches
-from .metrics import mask_seen
 
 
 def read_user_list(path: Path, data: ProcessedData, log: Callable[[str], None] = print) -> np.ndarray:
@@ -68,11 +67,7 @@ def recommend(
     batches = user_batches(data, model, users, scoring_batch_size(batch_size, data.n_items), with_seen=exclude_seen)
     table = model.item_table()  # [n_items, d], once for every batch
     for batch in batches:
-        batch = batch.to(device)
-        s = model.full_sort_predict(batch, table)
-        if exclude_seen:
-            s = mask_seen(s, batch.seen, None)
-        top = torch.topk(s, k, dim=1)
+        top = torch.topk(ranked_scores(model, batch.to(device), table, exclude_seen), k, dim=1)
         items.append(top.indices.cpu().numpy())
         scores.append(top.values.cpu().numpy())
     return np.concatenate(items), np.concatenate(scores)
