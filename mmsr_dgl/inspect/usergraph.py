@@ -95,11 +95,11 @@ def draw(model, data, user: int, sample: UserSample, texts: dict[str, str], path
     """Draw the graph of the user's history before the target of `sample` (its last `max_len` items) above two
     listings: its latest items, and the top-K with the target's rank. Returns the history's length, the number of
     edges per relation group and what the legend lists (only the edge groups drawn, and a scale of widths)."""
-    modalities = model.graph_spec()[0]
-    batch = make_batch([sample.history], data.max_len, *model.graph_inputs(data))
+    codes, views = model.graph_inputs(data)
+    batch = make_batch([sample.history], data.max_len, codes, views)
     model.eval()
     trace = model.explain(batch)[0]["attention"]  # the first layer
-    graph, schema = batch.graph, MSGraphSchema(tuple(modalities))
+    graph, schema = batch.graph, MSGraphSchema(tuple(codes))
     weights, where = edge_weights(graph, trace), layout(graph, schema.ntypes, DRAWN)
     drawn = {key: w for key, w in weights.items() if (key[0][0], key[1]) in where and (key[0][2], key[2]) in where}
 
